@@ -1,0 +1,38 @@
+"""lrc_kernels: exact, fast local routing consistency metrics for Mixture-of-Experts models.
+
+The metrics (segment routing best performance, SRP; segment cache best hit rate, SCH; and
+LRU / LFU / Belady hit curves from one priority-stack engine) are those of *Not All Models
+Suit Expert Offloading* (Liang et al., ICLR 2026, arXiv 2505.16056); ``docs/metrics.md``
+defines every number.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._trace import Trace, as_trace
+
+__version__ = "0.1.0"
+
+# Names provided by optional or heavier submodules, imported on first use.
+_LAZY = {
+    # trace files (lrc_kernels.io)
+    "read_trace": "io",
+    "write_trace": "io",
+    "TraceWriter": "io",
+    "TraceReader": "io",
+    "iter_trace_batches": "io",
+    "synthetic_trace": "synthetic",
+}
+
+__all__ = ["Trace", "as_trace", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'lrc_kernels' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value

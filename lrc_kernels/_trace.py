@@ -1,0 +1,471 @@
+"""The :class:`Trace` container and the validation every public function relies on.
+
+Kernels assume valid input (Numba does no bounds checking), so everything a user can
+pass is checked here, once, with messages that say what is wrong, where, and how to fix it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Trace", "as_trace", "id_dtype_for"]
+
+
+def id_dtype_for(num_experts: int) -> np.dtype:
+    """Narrowest unsigned dtype that holds every id in ``[0, num_experts)``."""
+    if num_experts <= 256:
+        return np.dtype(np.uint8)
+    if num_experts <= 65536:
+        return np.dtype(np.uint16)
+    return np.dtype(np.uint32)
+
+
+def _is_device_array(x: Any) -> bool:
+    """True for CuPy arrays and CUDA torch tensors (anything living on a GPU)."""
+    mod = type(x).__module__
+    if mod.startswith("cupy"):
+        return True
+    if mod.startswith("torch") and getattr(getattr(x, "device", None), "type", None) == "cuda":
+        return True
+    return False
+
+
+def _to_numpy(x: Any, what: str) -> np.ndarray:
+    if _is_device_array(x):
+        # The GPU backend keeps device arrays on the device; the host containers here
+        # take a copy. One copy, made explicit.
+        if type(x).__module__.startswith("cupy"):
+            return x.get()
+        return x.detach().cpu().numpy()
+    if type(x).__module__.startswith("torch"):
+        return x.detach().numpy()
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # pragma: no cover - numpy's own message is kept
+        raise TypeError(f"{what} could not be converted to a numpy array: {exc}") from exc
+
+
+def _check_int_array(a: np.ndarray, what: str) -> None:
+    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+        hint = ""
+        if np.issubdtype(a.dtype, np.floating):
+            hint = (
+                " Expert ids must be integers; if these are router logits or scores, take "
+                "the top-k indices first (e.g. scores.argsort(-1)[..., ::-1][..., :k])."
+            )
+        raise TypeError(f"{what} must have an integer dtype, got {a.dtype}.{hint}")
+
+
+def _validate_num_experts(num_experts: Any) -> int:
+    if isinstance(num_experts, (bool, np.bool_)) or not isinstance(
+        num_experts, (int, np.integer)
+    ):
+        raise TypeError(f"num_experts must be a positive integer, got {num_experts!r}")
+    if num_experts < 1:
+        raise ValueError(f"num_experts must be >= 1, got {num_experts}")
+    return int(num_experts)
+
+
+class Trace:
+    """A routing trace: the top-k experts chosen for every token of every sequence and layer.
+
+    Parameters
+    ----------
+    experts : array_like of int, shape (N, L, k)
+        Expert ids of all tokens of all sequences back to back (sequence ``s`` is rows
+        ``offsets[s]:offsets[s+1]``), for ``L`` MoE layers and ``k`` routing slots, in the
+        router's order (highest score first). Any integer dtype is accepted; the trace stores
+        the ids in the narrowest unsigned dtype that holds ``num_experts``.
+    offsets : array_like of int, shape (S + 1,), optional
+        Sequence boundaries: start at 0, non-decreasing, end at ``N``. ``None`` means one
+        sequence.
+    num_experts : int
+        Number of routed experts per layer, ``E``. Every id must lie in ``[0, E)``.
+    domains : sequence of str, optional
+        One label per sequence (data set / domain), used by ``by_domain=True``.
+    weights : array_like of float, shape (N, L, k), optional
+        Gate weights of the recorded experts (non-negative, finite).
+    meta : mapping, optional
+        Free-form metadata (model name, MoE layer ids, ...).
+
+    Raises
+    ------
+    TypeError, ValueError
+        On any malformed input; the message names the sequence, token, layer and slot.
+
+    Notes
+    -----
+    See ``docs/metrics.md`` ("Routing traces") for the conventions: sequences are
+    independent, ids within one token are distinct, and slot order is the router's.
+    """
+
+    __slots__ = (
+        "_experts",
+        "_offsets",
+        "_num_experts",
+        "_domains",
+        "_weights",
+        "_meta",
+    )
+
+    def __init__(
+        self,
+        experts: Any,
+        offsets: Any = None,
+        *,
+        num_experts: int,
+        domains: Sequence[Any] | np.ndarray | None = None,
+        weights: Any = None,
+        meta: Mapping[str, Any] | None = None,
+        _validated: bool = False,
+    ) -> None:
+        E = _validate_num_experts(num_experts)
+        x = _to_numpy(experts, "experts")
+        if not _validated:
+            _check_int_array(x, "experts")
+            if x.ndim != 3:
+                raise ValueError(
+                    f"Trace experts must have shape (tokens, layers, k), got ndim={x.ndim} "
+                    f"shape={x.shape}. Use lrc_kernels.as_trace() for (S, T, L, k), "
+                    "(T, L, k) or (T, k) arrays."
+                )
+        N, L, k = x.shape
+        if not _validated:
+            if L == 0:
+                raise ValueError("experts has 0 layers (shape[1] == 0); a trace needs >= 1 layer")
+            if k == 0:
+                raise ValueError(
+                    "experts has k = 0 routing slots (shape[2] == 0); a trace needs top-k >= 1"
+                )
+            if k > E:
+                raise ValueError(
+                    f"top-k = {k} exceeds num_experts = {E}: ids within a token must be "
+                    "distinct, so k <= num_experts. Is num_experts too small?"
+                )
+        off = self._check_offsets(offsets, N) if not _validated else np.asarray(offsets)
+        if not _validated:
+            x = _validate_ids(x, off, E)
+        self._experts = x
+        self._offsets = off
+        self._num_experts = E
+        S = off.shape[0] - 1
+        self._domains = _check_domains(domains, S)
+        self._weights = _check_weights(weights, x.shape, off) if weights is not None else None
+        self._meta = dict(meta) if meta is not None else {}
+
+    # ------------------------------------------------------------------ checks
+    @staticmethod
+    def _check_offsets(offsets: Any, N: int) -> np.ndarray:
+        if offsets is None:
+            return np.array([0, N], dtype=np.int64)
+        off = _to_numpy(offsets, "offsets")
+        _check_int_array(off, "offsets")
+        if off.ndim != 1 or off.shape[0] < 1:
+            raise ValueError(
+                f"offsets must be a 1-D array of S+1 sequence boundaries, got shape {off.shape}"
+            )
+        off = off.astype(np.int64)
+        if off[0] != 0:
+            raise ValueError(f"offsets must start at 0, got offsets[0] = {off[0]}")
+        d = np.diff(off)
+        if d.size and d.min() < 0:
+            s = int(np.argmax(d < 0))
+            raise ValueError(
+                f"offsets must be non-decreasing: offsets[{s + 1}] = {off[s + 1]} < "
+                f"offsets[{s}] = {off[s]} (sequence {s} would have negative length)"
+            )
+        if off[-1] != N:
+            raise ValueError(
+                f"offsets must end at the number of token rows N = {N}, got offsets[-1] = "
+                f"{off[-1]}"
+            )
+        return np.ascontiguousarray(off)
+
+    # -------------------------------------------------------------- properties
+    @property
+    def experts(self) -> np.ndarray:
+        """Expert ids, shape ``(N, L, k)``, narrowest unsigned dtype for ``num_experts``."""
+        return self._experts
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Sequence boundaries, int64, shape ``(S + 1,)``."""
+        return self._offsets
+
+    @property
+    def num_experts(self) -> int:
+        """Routed experts per layer, ``E``."""
+        return self._num_experts
+
+    @property
+    def domains(self) -> np.ndarray | None:
+        """Per-sequence domain labels (object array of str) or None."""
+        return self._domains
+
+    @property
+    def weights(self) -> np.ndarray | None:
+        """Gate weights, shape ``(N, L, k)``, or None."""
+        return self._weights
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Free-form metadata."""
+        return self._meta
+
+    @property
+    def num_layers(self) -> int:
+        return int(self._experts.shape[1])
+
+    @property
+    def top_k(self) -> int:
+        return int(self._experts.shape[2])
+
+    @property
+    def num_sequences(self) -> int:
+        return int(self._offsets.shape[0] - 1)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self._experts.shape[0])
+
+    @property
+    def num_activations(self) -> int:
+        """Tokens x layers x k: the number of (token, layer, expert) routing decisions."""
+        return int(self._experts.size)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per sequence, int64, shape ``(S,)``."""
+        return np.diff(self._offsets)
+
+    def domain_codes(self) -> tuple[list[str], np.ndarray]:
+        """Domain names (order of first appearance) and an int64 code per sequence.
+
+        Raises ValueError when the trace has no domain labels.
+        """
+        if self._domains is None:
+            raise ValueError(
+                "this trace has no domain labels; pass domains=[...] (one per sequence) "
+                "when building the Trace, or call without by_domain=True"
+            )
+        names: dict[str, int] = {}
+        codes = np.empty(len(self._domains), dtype=np.int64)
+        for i, d in enumerate(self._domains):
+            codes[i] = names.setdefault(d, len(names))
+        return list(names), codes
+
+    # ---------------------------------------------------------------- sequences
+    def __len__(self) -> int:
+        return self.num_sequences
+
+    def sequence(self, s: int) -> np.ndarray:
+        """Expert ids of sequence ``s``, shape ``(T_s, L, k)`` (a view)."""
+        S = self.num_sequences
+        if not -S <= s < S:
+            raise IndexError(f"sequence index {s} out of range for a trace of {S} sequences")
+        s %= S
+        return self._experts[self._offsets[s] : self._offsets[s + 1]]
+
+    def __getitem__(self, s: int) -> np.ndarray:
+        return self.sequence(s)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for s in range(self.num_sequences):
+            yield self._experts[self._offsets[s] : self._offsets[s + 1]]
+
+    def select(
+        self, *, sequences: Any = None, layers: Any = None, domain: str | None = None
+    ) -> Trace:
+        """A new trace with a subset of sequences (indices or a domain label) and/or layers."""
+        idx = np.arange(self.num_sequences)
+        if domain is not None:
+            if self._domains is None:
+                raise ValueError("select(domain=...) needs a trace with domain labels")
+            idx = idx[np.asarray([d == domain for d in self._domains], dtype=bool)]
+            if idx.size == 0:
+                raise ValueError(
+                    f"no sequence has domain {domain!r}; known: {sorted(set(self._domains))}"
+                )
+        if sequences is not None:
+            idx = idx[np.asarray(sequences, dtype=np.int64)]
+        lens = self.lengths[idx]
+        rows = (
+            np.concatenate([np.arange(self._offsets[s], self._offsets[s + 1]) for s in idx])
+            if idx.size
+            else np.zeros(0, np.int64)
+        )
+        lay = slice(None) if layers is None else np.asarray(layers, dtype=np.int64)
+        if layers is not None and (lay.min() < 0 or lay.max() >= self.num_layers):
+            raise ValueError(f"layers {layers!r} out of range [0, {self.num_layers})")
+        ex = np.ascontiguousarray(self._experts[rows][:, lay])
+        w = None if self._weights is None else np.ascontiguousarray(self._weights[rows][:, lay])
+        off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        dom = None if self._domains is None else self._domains[idx]
+        return Trace(
+            ex, off, num_experts=self._num_experts, domains=dom, weights=w, meta=self._meta,
+            _validated=True,
+        )
+
+    def split(self, length: int) -> Trace:
+        """Cut every sequence into consecutive pieces of ``length`` tokens (last may be shorter).
+
+        Useful for long single-stream captures: the paper evaluates 512-token sequences.
+        """
+        if not isinstance(length, (int, np.integer)) or length < 1:
+            raise ValueError(f"split length must be a positive integer, got {length!r}")
+        new_off = [0]
+        dom = []
+        for s in range(self.num_sequences):
+            a, b = int(self._offsets[s]), int(self._offsets[s + 1])
+            for start in range(a, b, length):
+                new_off.append(min(start + length, b))
+                if self._domains is not None:
+                    dom.append(self._domains[s])
+        return Trace(
+            self._experts, np.asarray(new_off, np.int64), num_experts=self._num_experts,
+            domains=dom if self._domains is not None else None, weights=self._weights,
+            meta=self._meta, _validated=True,
+        )
+
+    def __repr__(self) -> str:
+        name = self._meta.get("model") or self._meta.get("model_name")
+        extra = f" model={name!r}" if name else ""
+        nd = "" if self._domains is None else f" domains={len(set(self._domains))}"
+        return (
+            f"<Trace{extra} sequences={self.num_sequences} tokens={self.num_tokens} "
+            f"layers={self.num_layers} E={self.num_experts} k={self.top_k}{nd}>"
+        )
+
+
+# ---------------------------------------------------------------------------
+def _locate(off: np.ndarray, row: int) -> tuple[int, int]:
+    # the last sequence starting at or before `row` is the non-empty one holding it
+    s = int(np.searchsorted(off, row, side="right") - 1)
+    return s, int(row - off[s])
+
+
+def _validate_ids(x: np.ndarray, off: np.ndarray, E: int) -> np.ndarray:
+    """Range and duplicate checks; returns the ids in the canonical unsigned dtype."""
+    if x.size:
+        lo = x.min()
+        hi = x.max()
+        if lo < 0 or hi >= E:
+            bad = np.argwhere((x < 0) | (x >= E))[0]
+            r, l, j = (int(v) for v in bad)
+            s, t = _locate(off, r)
+            v = int(x[r, l, j])
+            why = "is negative" if v < 0 else f"is >= num_experts = {E}"
+            raise ValueError(
+                f"expert id {v} at sequence {s}, token {t}, layer {l}, slot {j} {why}; ids "
+                f"must lie in [0, {E}). Check num_experts, and that padding (e.g. -1) was "
+                "removed."
+            )
+    canon = id_dtype_for(E)
+    y = np.ascontiguousarray(x, dtype=canon)
+    if y.size and y.shape[2] > 1:
+        from .cpu._validate import first_duplicate
+
+        r, l, j = first_duplicate(y)
+        if r >= 0:
+            s, t = _locate(off, r)
+            raise ValueError(
+                f"duplicate expert id {int(y[r, l, j])} within one token at sequence {s}, "
+                f"token {t}, layer {l} (slots {list(map(int, y[r, l]))}); the top-k ids of a "
+                "token must be distinct"
+            )
+    return y
+
+
+def _check_domains(domains: Any, S: int) -> np.ndarray | None:
+    if domains is None:
+        return None
+    if isinstance(domains, str):
+        domains = [domains] * S
+    d = list(domains)
+    if len(d) != S:
+        raise ValueError(
+            f"domains has {len(d)} labels but the trace has {S} sequences; give exactly one "
+            "label per sequence"
+        )
+    out = np.empty(S, dtype=object)
+    for i, v in enumerate(d):
+        if isinstance(v, bytes):
+            v = v.decode()
+        out[i] = str(v)
+    return out
+
+
+def _check_weights(weights: Any, shape: tuple[int, ...], off: np.ndarray) -> np.ndarray:
+    w = _to_numpy(weights, "weights")
+    if not np.issubdtype(w.dtype, np.floating):
+        raise TypeError(f"weights must be floating point, got {w.dtype}")
+    if w.shape != tuple(shape):
+        raise ValueError(f"weights shape {w.shape} must equal experts shape {tuple(shape)}")
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        r, l, j = (int(v) for v in np.argwhere(bad)[0])
+        s, t = _locate(off, r)
+        raise ValueError(
+            f"gate weight {w[r, l, j]} at sequence {s}, token {t}, layer {l}, slot {j} is "
+            "NaN, infinite or negative; weights must be finite and >= 0"
+        )
+    return np.ascontiguousarray(w)
+
+
+def as_trace(obj: Any, num_experts: int | None = None) -> Trace:
+    """Normalise what a public function was given into a validated :class:`Trace`.
+
+    Accepted: a :class:`Trace` (returned as is; ``num_experts`` must then be None or
+    equal), or an integer array of shape ``(S, T, L, k)`` (S equal-length sequences),
+    ``(T, L, k)`` (one sequence) or ``(T, k)`` (one sequence of one layer). For arrays,
+    ``num_experts`` is required for ``(T, k)``; for 3-D and 4-D arrays it defaults to
+    ``max id + 1`` (pass it explicitly when the highest experts may be unused: it sets the
+    length of hit curves and the p = 0 threshold of SRP).
+    """
+    if isinstance(obj, Trace):
+        if num_experts is not None and _validate_num_experts(num_experts) != obj.num_experts:
+            raise ValueError(
+                f"num_experts={num_experts} disagrees with the trace's num_experts="
+                f"{obj.num_experts}; omit num_experts when passing a Trace"
+            )
+        return obj
+    if isinstance(obj, (str, bytes)) or hasattr(obj, "__fspath__"):
+        raise TypeError(
+            "got a path; read it first with lrc_kernels.read_trace(path) (or pass the path "
+            "to a function that streams files)"
+        )
+    x = _to_numpy(obj, "trace")
+    _check_int_array(x, "trace")
+    if x.ndim == 4:
+        S, T, L, k = x.shape
+        off = np.arange(S + 1, dtype=np.int64) * T
+        x = x.reshape(S * T, L, k)
+    elif x.ndim == 3:
+        off = None
+    elif x.ndim == 2:
+        if num_experts is None:
+            raise ValueError(
+                "a (T, k) array (one sequence of one layer) needs num_experts=E: the number "
+                "of experts cannot be inferred safely from the ids"
+            )
+        x = x[:, None, :]
+        off = None
+    else:
+        raise ValueError(
+            f"trace array must have shape (S, T, L, k), (T, L, k) or (T, k); got ndim="
+            f"{x.ndim} shape={x.shape}"
+        )
+    if num_experts is None:
+        if x.size == 0:
+            raise ValueError("cannot infer num_experts from an empty array; pass num_experts=E")
+        if x.min() < 0:
+            r, l, j = (int(v) for v in np.argwhere(x < 0)[0])
+            raise ValueError(
+                f"expert id {int(x[r, l, j])} at token row {r}, layer {l}, slot {j} is "
+                "negative; ids must be >= 0"
+            )
+        num_experts = int(x.max()) + 1
+    return Trace(x, off, num_experts=num_experts)

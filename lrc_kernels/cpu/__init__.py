@@ -1,0 +1,1 @@
+"""Numba CPU backend: SRP window histograms and the priority-stack engine."""
