@@ -123,7 +123,15 @@ class Trace:
         _validated: bool = False,
     ) -> None:
         E = _validate_num_experts(num_experts)
-        x = _to_numpy(experts, "experts")
+        if _is_device_array(experts) and not _validated:
+            # GPU-resident ids stay on the device: validated there (same checks and
+            # messages as below), kept in the canonical dtype, and consumed by the GPU
+            # backend without a host copy.
+            from . import gpu
+
+            experts, offsets = gpu.validate_ids(experts, offsets, E)
+            _validated = True
+        x = experts if _is_device_array(experts) else _to_numpy(experts, "experts")
         if not _validated:
             _check_int_array(x, "experts")
             if x.ndim != 3:
@@ -437,7 +445,12 @@ def as_trace(obj: Any, num_experts: int | None = None) -> Trace:
             "got a path; read it first with lrc_kernels.read_trace(path) (or pass the path "
             "to a function that streams files)"
         )
-    x = _to_numpy(obj, "trace")
+    if _is_device_array(obj):
+        from . import gpu
+
+        x = gpu.as_device_array(obj)  # torch CUDA tensors become CuPy arrays (DLPack)
+    else:
+        x = _to_numpy(obj, "trace")
     _check_int_array(x, "trace")
     if x.ndim == 4:
         S, T, L, k = x.shape
