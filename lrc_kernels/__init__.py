@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ._api import domain_specialization, hit_curve, load_balance, sch, srp
+from ._results import HitCurve, SRPResult
 from ._trace import Trace, as_trace
 
 __version__ = "0.1.0"
@@ -26,7 +28,19 @@ _LAZY = {
     "synthetic_trace": "synthetic",
 }
 
-__all__ = ["Trace", "as_trace", "__version__", *_LAZY]
+__all__ = [
+    "Trace",
+    "as_trace",
+    "srp",
+    "sch",
+    "hit_curve",
+    "load_balance",
+    "domain_specialization",
+    "SRPResult",
+    "HitCurve",
+    "__version__",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,137 @@
+"""SRP on the CPU: window-count histograms in O(T*k + E) per (sequence, layer, m).
+
+For one layer of one sequence and one segment length m, ``H[e][c]`` counts the windows
+``[t, t+m)`` in which expert e is used by c tokens. Rather than recount every window, the
+kernel slides the window and tracks, per expert, its current count and the window index
+``since[e]`` from which that count has held. When a token leaves or enters the window the
+counts of its k experts change; the windows spent at the old count are then added to the
+histogram in one step. At the end every expert is flushed once. The work is two updates per
+activation plus O(E), independent of m.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import jit, prange
+from ._plan import make_plan
+
+__all__ = ["window_hist_table", "best_f1_rows"]
+
+
+@jit()
+def _hist_one(x, a, b, l, m, cnt, since, h, col, per_expert):
+    """Histogram of one (sequence rows a:b, layer l) stream for one m into ``h[e, col+c]``."""
+    T = b - a
+    k = x.shape[2]
+    E = cnt.shape[0]
+    if T < m:
+        return
+    for e in range(E):
+        cnt[e] = 0
+        since[e] = 0
+    for i in range(a, a + m):
+        for j in range(k):
+            cnt[x[i, l, j]] += 1
+    W = T - m + 1
+    for t in range(1, W):
+        out_row = a + t - 1
+        in_row = out_row + m
+        for j in range(k):
+            e = x[out_row, l, j]
+            h[e * per_expert, col + cnt[e]] += t - since[e]
+            since[e] = t
+            cnt[e] -= 1
+        for j in range(k):
+            e = x[in_row, l, j]
+            h[e * per_expert, col + cnt[e]] += t - since[e]
+            since[e] = t
+            cnt[e] += 1
+    for e in range(E):
+        h[e * per_expert, col + cnt[e]] += W - since[e]
+
+
+@jit(parallel=True)
+def _hist_chunks(x, offsets, seq_order, chunk_ptr, ms, cols, E, per_expert, out):
+    P = chunk_ptr.shape[0] - 1
+    L = x.shape[1]
+    for unit in prange(P * L):
+        c = unit // L
+        l = unit % L
+        cnt = np.zeros(E, np.int64)
+        since = np.zeros(E, np.int64)
+        h = out[c, l]
+        for q in range(chunk_ptr[c], chunk_ptr[c + 1]):
+            s = seq_order[q]
+            a = offsets[s]
+            b = offsets[s + 1]
+            for mi in range(ms.shape[0]):
+                _hist_one(x, a, b, l, ms[mi], cnt, since, h, cols[mi], per_expert)
+
+
+def window_hist_table(experts, offsets, num_experts, ms, group, n_groups, per_expert):
+    """Same contract as :func:`lrc_kernels.reference.window_hist_table`."""
+    ms = np.asarray(ms, dtype=np.int64)
+    cols = np.zeros(ms.shape[0], np.int64)
+    if ms.shape[0] > 1:
+        cols[1:] = np.cumsum(ms[:-1] + 1)
+    width = int((ms + 1).sum())
+    N, L, k = experts.shape
+    Eo = int(num_experts) if per_expert else 1
+    lengths = np.diff(offsets)
+    plan = make_plan(lengths, group, n_groups, row_bytes=L * Eo * width * 8, min_tokens=int(ms.min()))
+    out = np.zeros((plan.n_chunks, L, Eo, width), dtype=np.int64)
+    if plan.n_chunks:
+        _hist_chunks(
+            experts, np.asarray(offsets, np.int64), plan.seq_order, plan.chunk_ptr, ms, cols,
+            int(num_experts), 1 if per_expert else 0, out,
+        )
+    return plan.reduce(out)
+
+
+@jit(parallel=True)
+def _best_f1_rows(H, m, f1, thr, preds_out, acts_out):
+    R = H.shape[0]
+    for r in prange(R):
+        acts = 0.0
+        for c in range(m + 1):
+            acts += c * H[r, c]
+        best = -1.0
+        best_p = 0
+        best_preds = 0.0
+        matches = 0.0
+        cells = 0.0
+        # p from m down to 0: suffix sums; ">=" keeps the smallest p among ties
+        for p in range(m, -1, -1):
+            matches += p * H[r, p]
+            cells += H[r, p]
+            preds = m * cells
+            den = preds + acts
+            v = 2.0 * matches / den if den > 0 else 0.0
+            if v >= best:
+                best = v
+                best_p = p
+                best_preds = preds
+        f1[r] = best
+        thr[r] = best_p
+        preds_out[r] = best_preds
+        acts_out[r] = acts
+
+
+def best_f1_rows(H: np.ndarray, m: int):
+    """Best F1 over thresholds for each row of ``H`` (rows = histograms over c = 0..m).
+
+    ``H`` holds exact integer counts (int64, or float32/float64 holding integers). All sums
+    are exact in float64 below 2**53; F1 is one correctly rounded division, so every
+    backend that feeds the same counts gets the same bits. Returns ``(f1, p*, preds(p*),
+    acts)``.
+    """
+    H = np.ascontiguousarray(H)
+    R = H.shape[0]
+    f1 = np.empty(R, np.float64)
+    thr = np.empty(R, np.int64)
+    preds = np.empty(R, np.float64)
+    acts = np.empty(R, np.float64)
+    if R:
+        _best_f1_rows(H, int(m), f1, thr, preds, acts)
+    return f1, thr, preds, acts

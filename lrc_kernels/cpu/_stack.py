@@ -1,0 +1,299 @@
+"""The priority-stack engine on the CPU: one pass gives the hit rate at every cache size.
+
+One kernel serves LRU, LFU, Belady and SCH; they differ only in the priority an expert gets
+when it is accessed (and, for SCH, in the window slide after each token). The stack is kept
+as three arrays indexed by depth (id, primary priority, last access), plus ``pos[id]`` = the
+depth of each id (-1 when not yet accessed), so a look-up is O(1) and an update walks only
+down to the accessed id's old depth, never over all N ids.
+
+Streams: at layer level a (sequence, layer) pair with N = E ids; at model level one
+sequence with the L*k accesses of a token in layer order and ids ``l*E + e`` (N = L*E).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import jit, prange
+from ._plan import make_plan
+
+__all__ = ["POLICY_CODES", "stack_stats_table"]
+
+POLICY_CODES = {"lru": 0, "lfu": 1, "belady": 2, "sch": 3}
+
+
+@jit()
+def _access_id(x, row, l, j, k, E, model):
+    if model:
+        lay = j // k
+        return lay * E + np.int64(x[row, lay, j % k])
+    return np.int64(x[row, l, j])
+
+
+@jit()
+def _stream(x, a, b, l, model, E, policy, m, warm, stat, pos, sid, sp, sl, aux, nxt, last_seen):
+    """Run one stream (rows a:b; layer l unless model) and add its depth counts to ``stat``."""
+    T = b - a
+    if T == 0:
+        return
+    k = x.shape[2]
+    A = k * x.shape[1] if model else k
+    N = pos.shape[0]
+    for i in range(N):
+        pos[i] = -1
+        aux[i] = 0
+    if policy == 2:  # Belady: next flat position (1-based) of each access
+        for i in range(N):
+            last_seen[i] = T * A + 1 + i
+        for t in range(T - 1, -1, -1):
+            for j in range(A - 1, -1, -1):
+                y = _access_id(x, a + t, l, j, k, E, model)
+                nxt[t * A + j] = last_seen[y]
+                last_seen[y] = t * A + j + 1
+    elif policy == 3:  # SCH: future[x] = tokens among [0, m) that use x
+        for t in range(min(m, T)):
+            for j in range(A):
+                aux[_access_id(x, a + t, l, j, k, E, model)] += 1
+    size = 0
+    ts = 0
+    for t in range(T):
+        row = a + t
+        # 1. look-ups against the stack as it was before this token
+        u = size
+        for j in range(A):
+            y = _access_id(x, row, l, j, k, E, model)
+            d = pos[y]
+            if d >= 0:
+                stat[d] += 1
+            else:
+                if warm:
+                    stat[u] += 1
+                else:
+                    stat[N] += 1
+                u += 1
+        # 2. updates, in stored order
+        for j in range(A):
+            y = _access_id(x, row, l, j, k, E, model)
+            ts += 1
+            if policy == 0:
+                prim = 0
+            elif policy == 1:
+                aux[y] += 1
+                prim = aux[y]
+            elif policy == 2:
+                prim = -nxt[t * A + j]
+            else:
+                aux[y] -= 1
+                prim = aux[y]
+            D = pos[y]
+            if D < 0:
+                D = size
+                size += 1
+            if D == 0:  # already on top, or the first id of the sequence
+                sid[0] = y
+                pos[y] = 0
+                sp[0] = prim
+                sl[0] = ts
+                continue
+            cid = sid[0]
+            cp = sp[0]
+            cl = sl[0]
+            sid[0] = y
+            sp[0] = prim
+            sl[0] = ts
+            pos[y] = 0
+            for dd in range(1, D):
+                ep = sp[dd]
+                if cp > ep or (cp == ep and cl > sl[dd]):
+                    eid = sid[dd]
+                    el = sl[dd]
+                    sid[dd] = cid
+                    sp[dd] = cp
+                    sl[dd] = cl
+                    pos[cid] = dd
+                    cid = eid
+                    cp = ep
+                    cl = el
+            sid[D] = cid
+            sp[D] = cp
+            sl[D] = cl
+            pos[cid] = D
+        # 3. SCH: the window slides by one token
+        if policy == 3 and t + m < T:
+            for j in range(A):
+                y = _access_id(x, row + m, l, j, k, E, model)
+                aux[y] += 1
+                if pos[y] >= 0:
+                    sp[pos[y]] += 1
+
+
+@jit()
+def _stream_packed(x, a, b, l, model, E, policy, m, warm, stat, pos, stk, aux, nxt, last_seen,
+                   id_bits, ts_bits):
+    """Same pass as :func:`_stream`, with each stack entry packed into one int64 key.
+
+    ``key = primary << (ts_bits + id_bits) | last << id_bits | id``: comparing keys compares
+    (primary, last) lexicographically, and keys are unique, so one carry step is a
+    branch-free ``max``/``min``. Used whenever the three fields fit in 63 bits.
+    """
+    T = b - a
+    if T == 0:
+        return
+    k = x.shape[2]
+    A = k * x.shape[1] if model else k
+    N = pos.shape[0]
+    id_mask = (np.int64(1) << id_bits) - 1
+    sh_p = id_bits + ts_bits
+    for i in range(N):
+        pos[i] = -1
+        aux[i] = 0
+    never_base = T * A + 1
+    top = never_base + N  # Belady: primary = top - next >= 1
+    if policy == 2:
+        for i in range(N):
+            last_seen[i] = never_base + i
+        for t in range(T - 1, -1, -1):
+            for j in range(A - 1, -1, -1):
+                y = _access_id(x, a + t, l, j, k, E, model)
+                nxt[t * A + j] = last_seen[y]
+                last_seen[y] = t * A + j + 1
+    elif policy == 3:
+        for t in range(min(m, T)):
+            for j in range(A):
+                aux[_access_id(x, a + t, l, j, k, E, model)] += 1
+    size = 0
+    ts = np.int64(0)
+    for t in range(T):
+        row = a + t
+        u = size
+        for j in range(A):
+            y = _access_id(x, row, l, j, k, E, model)
+            d = pos[y]
+            if d >= 0:
+                stat[d] += 1
+            else:
+                if warm:
+                    stat[u] += 1
+                else:
+                    stat[N] += 1
+                u += 1
+        for j in range(A):
+            y = _access_id(x, row, l, j, k, E, model)
+            ts += 1
+            if policy == 0:
+                prim = np.int64(0)
+            elif policy == 1:
+                aux[y] += 1
+                prim = aux[y]
+            elif policy == 2:
+                prim = top - nxt[t * A + j]
+            else:
+                aux[y] -= 1
+                prim = aux[y]
+            key = (prim << sh_p) | y
+            if ts_bits > 0:  # Belady's primary is unique alone
+                key |= ts << id_bits
+            D = pos[y]
+            if D < 0:
+                D = size
+                size += 1
+            pos[y] = 0
+            if D == 0:
+                stk[0] = key
+                continue
+            c = stk[0]
+            stk[0] = key
+            for dd in range(1, D):
+                e = stk[dd]
+                hi = max(c, e)
+                c = min(c, e)
+                stk[dd] = hi
+                pos[hi & id_mask] = dd
+            stk[D] = c
+            pos[c & id_mask] = D
+        if policy == 3 and t + m < T:
+            inc = np.int64(1) << sh_p
+            for j in range(A):
+                y = _access_id(x, row + m, l, j, k, E, model)
+                aux[y] += 1
+                if pos[y] >= 0:
+                    stk[pos[y]] += inc
+
+
+@jit(parallel=True)
+def _stack_chunks(
+    x, offsets, seq_order, chunk_ptr, E, policy, m, warm, model, max_len, id_bits, ts_bits, out
+):
+    P = chunk_ptr.shape[0] - 1
+    Lo = out.shape[1]
+    N = out.shape[2] - 1
+    A = x.shape[2] * (x.shape[1] if model else 1)
+    packed = id_bits >= 0
+    for unit in prange(P * Lo):
+        c = unit // Lo
+        l = unit % Lo
+        pos = np.empty(N, np.int64)
+        sid = np.empty(N, np.int64)
+        sp = np.empty(N if not packed else 0, np.int64)
+        sl = np.empty(N if not packed else 0, np.int64)
+        aux = np.empty(N, np.int64)
+        last_seen = np.empty(N if policy == 2 else 0, np.int64)
+        nxt = np.empty(max_len * A if policy == 2 else 0, np.int64)
+        stat = out[c, l]
+        for q in range(chunk_ptr[c], chunk_ptr[c + 1]):
+            s = seq_order[q]
+            if packed:
+                _stream_packed(
+                    x, offsets[s], offsets[s + 1], l, model, E, policy, m, warm, stat,
+                    pos, sid, aux, nxt, last_seen, id_bits, ts_bits,
+                )
+            else:
+                _stream(
+                    x, offsets[s], offsets[s + 1], l, model, E, policy, m, warm, stat,
+                    pos, sid, sp, sl, aux, nxt, last_seen,
+                )
+
+
+def _bits(v: int) -> int:
+    """Bits needed to hold every integer in [0, v]."""
+    return max(int(v).bit_length(), 1)
+
+
+def _packing(policy: str, n_ids: int, accesses: int, max_len: int, m: int) -> tuple[int, int]:
+    """(id_bits, ts_bits) of the packed key, or (-1, -1) when it would not fit in 63 bits."""
+    id_bits = _bits(n_ids - 1)
+    total = max_len * accesses
+    if policy == "belady":
+        ts_bits, prim_bits = 0, _bits(total + n_ids + 1)
+    else:
+        ts_bits = _bits(total)
+        prim_bits = {"lru": 0, "lfu": _bits(max_len), "sch": _bits(min(m, max_len))}[policy]
+    if id_bits + ts_bits + prim_bits > 63:
+        return -1, -1
+    return id_bits, ts_bits
+
+
+def stack_stats_table(
+    experts, offsets, num_experts, policy, m, model_level, warm_start, group, n_groups,
+    *, _force_unpacked=False,
+):
+    """Same contract as :func:`lrc_kernels.reference.stack_stats_table`."""
+    N_rows, L, k = experts.shape
+    E = int(num_experts)
+    n_ids = L * E if model_level else E
+    Lo = 1 if model_level else L
+    offsets = np.asarray(offsets, np.int64)
+    lengths = np.diff(offsets)
+    plan = make_plan(lengths, group, n_groups, row_bytes=Lo * (n_ids + 1) * 8)
+    out = np.zeros((plan.n_chunks, Lo, n_ids + 1), dtype=np.int64)
+    if plan.n_chunks:
+        max_len = int(lengths.max())
+        mm = int(m) if m is not None else 0
+        id_bits, ts_bits = _packing(policy, n_ids, k * (L if model_level else 1), max_len, mm)
+        if _force_unpacked:
+            id_bits = ts_bits = -1
+        _stack_chunks(
+            experts, offsets, plan.seq_order, plan.chunk_ptr, E, POLICY_CODES[policy], mm,
+            bool(warm_start), bool(model_level), max_len, id_bits, ts_bits, out,
+        )
+    return plan.reduce(out)
