@@ -1,0 +1,193 @@
+"""Property tests: every backend equals the reference on random ragged traces, plus
+invariants that follow from the definitions in docs/metrics.md."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lrc_kernels as lk
+from conftest import backends_under_test
+from lrc_kernels import reference as ref
+from lrc_kernels.cpu import _srp, _stack
+from strategies import segment_lengths, traces
+
+FAST = [b for b in backends_under_test() if b != "reference"]
+POL = ["lru", "lfu", "belady", "sch"]
+
+
+def _tables_equal(a, b):
+    assert a.dtype == np.int64 and b.dtype == np.int64
+    assert a.shape == b.shape
+    assert np.array_equal(a, b)
+
+
+@given(
+    tr=traces(),
+    ms=st.lists(segment_lengths(), min_size=1, max_size=3),
+    per_expert=st.booleans(),
+    n_groups=st.integers(1, 3),
+    data=st.data(),
+)
+def test_window_tables_match_reference(tr, ms, per_expert, n_groups, data):
+    group = np.asarray(
+        data.draw(st.lists(st.integers(0, n_groups - 1), min_size=tr.num_sequences,
+                           max_size=tr.num_sequences)), np.int64)
+    want = ref.window_hist_table(tr.experts, tr.offsets, tr.num_experts, ms, group, n_groups,
+                                 per_expert)
+    got = _srp.window_hist_table(tr.experts, tr.offsets, tr.num_experts, ms, group, n_groups,
+                                 per_expert)
+    _tables_equal(got, want)
+
+
+@given(
+    tr=traces(max_experts=40),
+    policy=st.sampled_from(POL),
+    m=segment_lengths(40),
+    model_level=st.booleans(),
+    warm=st.booleans(),
+    unpacked=st.booleans(),
+)
+def test_stack_tables_match_reference(tr, policy, m, model_level, warm, unpacked):
+    g = np.zeros(tr.num_sequences, np.int64)
+    mm = m if policy == "sch" else None
+    want = ref.stack_stats_table(tr.experts, tr.offsets, tr.num_experts, policy, mm,
+                                 model_level, warm, g, 1)
+    got = _stack.stack_stats_table(tr.experts, tr.offsets, tr.num_experts, policy, mm,
+                                   model_level, warm, g, 1, _force_unpacked=unpacked)
+    _tables_equal(got, want)
+
+
+@settings(max_examples=15)
+@given(tr=traces(max_experts=300, max_layers=2), policy=st.sampled_from(POL), m=segment_lengths())
+def test_stack_tables_large_expert_counts(tr, policy, m):
+    g = np.zeros(tr.num_sequences, np.int64)
+    mm = m if policy == "sch" else None
+    want = ref.stack_stats_table(tr.experts, tr.offsets, tr.num_experts, policy, mm, False,
+                                 True, g, 1)
+    got = _stack.stack_stats_table(tr.experts, tr.offsets, tr.num_experts, policy, mm, False,
+                                   True, g, 1)
+    _tables_equal(got, want)
+
+
+@pytest.mark.parametrize("backend", FAST)
+@given(tr=traces(max_experts=40, domains=True), ms=st.lists(segment_lengths(30), min_size=1,
+       max_size=2), level=st.sampled_from(["model", "layer", "expert"]), by_domain=st.booleans())
+def test_srp_public_api_matches_reference(backend, tr, ms, level, by_domain):
+    a = lk.srp(tr, ms, level=level, by_domain=by_domain, backend="reference")
+    b = lk.srp(tr, ms, level=level, by_domain=by_domain, backend=backend)
+    for name in ("value", "threshold", "ratio", "windows", "activation_ratio"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+@pytest.mark.parametrize("backend", FAST)
+@given(tr=traces(max_experts=40, domains=True), policy=st.sampled_from(POL),
+       m=segment_lengths(30), level=st.sampled_from(["layer", "model"]), warm=st.booleans(),
+       by_domain=st.booleans())
+def test_hit_curve_public_api_matches_reference(backend, tr, policy, m, level, warm, by_domain):
+    kw = dict(m=m if policy == "sch" else None, level=level, warm_start=warm,
+              by_domain=by_domain)
+    a = lk.hit_curve(tr, policy, backend="reference", **kw)
+    b = lk.hit_curve(tr, policy, backend=backend, **kw)
+    np.testing.assert_array_equal(a.rates, b.rates)
+    np.testing.assert_array_equal(a.stat, b.stat)
+
+
+@given(tr=traces(max_experts=60), policy=st.sampled_from(POL), m=segment_lengths(30),
+       level=st.sampled_from(["layer", "model"]))
+def test_curve_invariants(tr, policy, m, level):
+    mm = m if policy == "sch" else None
+    warm = lk.hit_curve(tr, policy, m=mm, level=level)
+    cold = lk.hit_curve(tr, policy, m=mm, level=level, warm_start=False)
+    n_ids = tr.num_experts * (tr.num_layers if level == "model" else 1)
+    assert warm.rates.shape[-1] == n_ids
+    nonempty = int((tr.lengths > 0).sum())
+    if nonempty == 0:
+        assert np.isnan(warm.rates).all()
+        return
+    # non-decreasing in C, within [0, 1]
+    assert (np.diff(warm.rates, axis=-1) >= -1e-12).all()
+    assert (warm.rates >= 0).all() and (warm.rates <= 1 + 1e-12).all()
+    # warm start: every access hits once the cache holds every id
+    np.testing.assert_allclose(warm.rates[..., -1], 1.0, rtol=0, atol=1e-12)
+    # cold start differs only by first accesses: never above warm start
+    assert (cold.rates <= warm.rates + 1e-12).all()
+    # cold start at C = N misses exactly the first access of each id in each stream
+    A = tr.top_k * (tr.num_layers if level == "model" else 1)
+    want = []
+    for s in range(tr.num_sequences):
+        seq = tr.sequence(s)
+        if len(seq) == 0:
+            continue
+        if level == "model":
+            distinct = sum(len(np.unique(seq[:, l])) for l in range(tr.num_layers))
+            want.append(1 - distinct / (len(seq) * A))
+        else:
+            want.append([1 - len(np.unique(seq[:, l])) / (len(seq) * A)
+                         for l in range(tr.num_layers)])
+    np.testing.assert_allclose(cold.rates[..., -1], np.mean(want, axis=0), rtol=0, atol=1e-12)
+    # the model-level cache of a one-layer model is the layer-level cache
+    if tr.num_layers == 1 and level == "layer":
+        mod = lk.hit_curve(tr, policy, m=mm, level="model")
+        np.testing.assert_array_equal(mod.rates, warm.rates[0])
+
+
+@given(tr=traces(max_experts=40), m=segment_lengths(30))
+def test_srp_invariants(tr, m):
+    r = lk.srp(tr, [m, 1], level="expert")
+    H = r.histogram[0]  # (L, E, m+1)
+    win = int(r.windows[0])
+    # every expert has one count per window
+    assert (H.sum(axis=-1) == win).all()
+    # acts counts each token once per window it lies in, for each of its k experts
+    acts = (H * np.arange(m + 1)).sum(axis=(1, 2))
+    per_token = 0
+    for T in tr.lengths:
+        if T >= m:
+            t = np.arange(T)
+            per_token += int((np.minimum(t, T - m) - np.maximum(0, t - m + 1) + 1).sum())
+    assert (acts == tr.top_k * per_token).all()
+    assert ((0 <= r.value) & (r.value <= 1)).all()
+    # m = 1: the segment router with p = 1 is exact whenever the expert is ever used
+    used = r.histogram[1][..., 1] > 0
+    assert (r.value[1][used] == 1.0).all()
+    assert (r.value[1][~used] == 0.0).all()
+    # activation ratio at m = 1 is the token frequency
+    if tr.num_tokens:
+        freq = np.zeros((tr.num_layers, tr.num_experts))
+        for l in range(tr.num_layers):
+            np.add.at(freq[l], tr.experts[:, l].ravel().astype(np.int64), 1)
+        np.testing.assert_allclose(r.activation_ratio[1], freq / tr.num_tokens, atol=1e-12)
+
+
+@given(tr=traces(max_experts=30), policy=st.sampled_from(["lru", "lfu", "sch"]),
+       m=segment_lengths(20), seed=st.integers(0, 1000))
+def test_relabelling_experts_changes_nothing(tr, policy, m, seed):
+    """LRU, LFU and SCH priorities never look at expert ids (Belady's never-again order
+    does), and SRP pools over experts: a consistent relabelling leaves them unchanged."""
+    perm = np.random.default_rng(seed).permutation(tr.num_experts)
+    tr2 = lk.Trace(perm[tr.experts.astype(np.int64)], tr.offsets, num_experts=tr.num_experts)
+    mm = m if policy == "sch" else None
+    a = lk.hit_curve(tr, policy, m=mm)
+    b = lk.hit_curve(tr2, policy, m=mm)
+    np.testing.assert_array_equal(a.rates, b.rates)
+    np.testing.assert_array_equal(lk.srp(tr, m).value, lk.srp(tr2, m).value)
+
+
+@given(tr=traces(max_experts=30, max_sequences=5), m=segment_lengths(20), seed=st.integers(0, 99))
+def test_sequence_order_and_single_domain(tr, m, seed):
+    perm = np.random.default_rng(seed).permutation(tr.num_sequences)
+    tr2 = tr.select(sequences=perm)
+    a, b = lk.srp(tr, m, level="layer"), lk.srp(tr2, m, level="layer")
+    np.testing.assert_array_equal(a.value, b.value)
+    c1 = lk.sch(tr, m)
+    c2 = lk.sch(tr2, m)
+    np.testing.assert_allclose(c1.rates, c2.rates, rtol=0, atol=1e-12)
+    one = lk.Trace(tr.experts, tr.offsets, num_experts=tr.num_experts,
+                   domains=["all"] * tr.num_sequences)
+    d = lk.srp(one, m, level="layer", by_domain=True)
+    np.testing.assert_array_equal(d.value[0], a.value)
+    assert d.domains == ["all"]
+    np.testing.assert_array_equal(lk.sch(one, m, by_domain=True).rates[0], c1.rates)
