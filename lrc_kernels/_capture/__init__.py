@@ -1,0 +1,1 @@
+"""Private implementation of :mod:`lrc_kernels.torch` (routing capture from torch models)."""
