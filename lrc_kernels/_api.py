@@ -327,7 +327,11 @@ def srp(
             )
             seq_tables.append(t)
             gsum = np.zeros((G,) + t.shape[1:], np.int64)
-            np.add.at(gsum, codes, t) if S_b else None
+            if S_b and (codes == codes[0]).all():
+                gsum[codes[0]] = t.sum(axis=0)
+            else:
+                for g in np.unique(codes):
+                    gsum[g] = t[codes == g].sum(axis=0)
             table = _grow(table, G, gsum)
             table[: gsum.shape[0]] += gsum
             if not per_expert and streamed:
@@ -360,7 +364,7 @@ def srp(
         Wmat = np.bincount(
             (draws + (np.arange(B) * S)[:, None]).ravel(), minlength=B * S
         ).reshape(B, S)
-        seq_all = np.concatenate(seq_tables) if seq_tables else None
+        seq_all = seq_tables[0] if len(seq_tables) == 1 else np.concatenate(seq_tables)
     for mi, mm in enumerate(ms):
         mm = int(mm)
         sl = slice(int(cols[mi]), int(cols[mi]) + mm + 1)
@@ -381,7 +385,7 @@ def srp(
             act.append(_act_ratio(table[..., sl], mm, win, by_domain))
         if per_seq:
             lo, hi = _bootstrap_ci(
-                seq_all[..., sl], Wmat, dom_all, D, level, mm, wl, f1, confidence, by_domain
+                seq_all, int(cols[mi]), Wmat, dom_all, D, level, mm, wl, f1, confidence, by_domain
             )
             ci_lo.append(lo)
             ci_hi.append(hi)
@@ -439,30 +443,45 @@ def _act_ratio(tab: np.ndarray, m: int, win: np.ndarray, by_domain: bool) -> np.
     return r if by_domain else r[0]
 
 
-def _bootstrap_ci(seq_tab, Wmat, dom_all, D, level, m, wl, est, confidence, by_domain):
-    """Basic bootstrap interval of the SRP values from per-sequence tables."""
+def _bootstrap_ci(seq_tab, c0, Wmat, dom_all, D, level, m, wl, est, confidence, by_domain):
+    """Basic bootstrap interval of the SRP values from per-sequence tables.
+
+    Each resample's histograms are ``W @ H_s`` (resample multiplicities times per-sequence
+    histograms): one BLAS product in float32 (exact below 2**24 per cell) or float64
+    (below 2**53). Bins that are zero in every sequence are dropped first; they are zero in
+    every resample and do not change any F1 (see :func:`best_f1_sparse`).
+    """
+    from .cpu._srp import best_f1_sparse, gather_nonzero_bins
+
     S = seq_tab.shape[0]
-    rows = _level_rows(seq_tab, level)  # (S, ..., m+1)
-    flat = rows.reshape(S, -1)
-    B = Wmat.shape[0]
+    if level == "model":
+        rows3 = seq_tab.sum(axis=(1, 2))[:, None, :]
+        row_shape: tuple[int, ...] = ()
+    elif level == "layer":
+        rows3 = seq_tab.sum(axis=2) if seq_tab.shape[2] > 1 else seq_tab[:, :, 0, :]
+        row_shape = (seq_tab.shape[1],)
+    else:
+        rows3 = seq_tab.reshape(S, -1, seq_tab.shape[-1])
+        row_shape = seq_tab.shape[1:3]
+    R = rows3.shape[1]
+    bound = int((Wmat @ wl).max()) if S else 0
+    dtype = np.float32 if bound < _F32_EXACT else np.float64
+    if bound >= _F64_EXACT:  # pragma: no cover - beyond 2**53 windows
+        raise OverflowError("too many windows for an exact bootstrap product")
+    keep, Hs = gather_nonzero_bins(rows3, c0, m, dtype)
+    col_r = keep // (m + 1)
+    col_c = keep % (m + 1)
+    row_ptr = np.searchsorted(col_r, np.arange(R + 1)).astype(np.int64)
+    q = [(1 - confidence) / 2, (1 + confidence) / 2]
     out_lo = []
     out_hi = []
-    q = [(1 - confidence) / 2, (1 + confidence) / 2]
     for d in range(D):
         Wd = Wmat if not by_domain else Wmat * (dom_all == d)[None, :]
-        bound = int((Wd @ wl).max()) if S else 0
-        if bound < _F32_EXACT:
-            Hb = Wd.astype(np.float32) @ flat.astype(np.float32)
-        elif bound < _F64_EXACT:
-            Hb = Wd.astype(np.float64) @ flat.astype(np.float64)
-        else:  # pragma: no cover - beyond 2**53 windows
-            Hb = Wd.astype(np.int64) @ flat.astype(np.int64)
-        Hb = Hb.reshape((B,) + rows.shape[1:])
-        f1, _, _ = _best(Hb, m)
+        f1 = best_f1_sparse(Wd.astype(dtype) @ Hs, row_ptr, col_c, m)
         qlo, qhi = np.quantile(f1, q, axis=0)
-        e = est[d] if by_domain else est[0]
-        out_lo.append(2 * e - qhi)
-        out_hi.append(2 * e - qlo)
+        e = (est[d] if by_domain else est[0]).reshape(-1)
+        out_lo.append((2 * e - qhi).reshape(row_shape))
+        out_hi.append((2 * e - qlo).reshape(row_shape))
     if by_domain:
         return np.stack(out_lo), np.stack(out_hi)
     return out_lo[0], out_hi[0]

@@ -135,3 +135,84 @@ def best_f1_rows(H: np.ndarray, m: int):
     if R:
         _best_f1_rows(H, int(m), f1, thr, preds, acts)
     return f1, thr, preds, acts
+
+
+@jit(parallel=True)
+def _best_f1_sparse(Hb, row_ptr, col_c, m, out):
+    B = Hb.shape[0]
+    R = row_ptr.shape[0] - 1
+    for b in prange(B):
+        for r in range(R):
+            a = row_ptr[r]
+            z = row_ptr[r + 1]
+            acts = 0.0
+            for j in range(a, z):
+                acts += col_c[j] * np.float64(Hb[b, j])
+            best = 0.0
+            matches = 0.0
+            cells = 0.0
+            for j in range(z - 1, a - 1, -1):
+                h = np.float64(Hb[b, j])
+                matches += col_c[j] * h
+                cells += h
+                den = m * cells + acts
+                if den > 0:
+                    v = 2.0 * matches / den
+                    if v > best:
+                        best = v
+            out[b, r] = best
+
+
+def best_f1_sparse(Hb: np.ndarray, row_ptr: np.ndarray, col_c: np.ndarray, m: int) -> np.ndarray:
+    """Best F1 of many resampled histograms stored without their all-zero bins.
+
+    ``Hb[b, j]`` is the count of bin ``c = col_c[j]`` of row ``r`` (``row_ptr[r] <= j <
+    row_ptr[r+1]``, c increasing) in resample ``b``. Bins missing from the layout are zero in
+    every resample, so suffix sums, and with them F1 at every threshold, are the same exact
+    numbers as with the dense histogram: F1 is constant for thresholds between two kept bins
+    and 0 above the last. Returns the ``(B, R)`` maxima.
+    """
+    out = np.empty((Hb.shape[0], row_ptr.shape[0] - 1), np.float64)
+    if out.size:
+        _best_f1_sparse(
+            np.ascontiguousarray(Hb), row_ptr.astype(np.int64), col_c.astype(np.int64), int(m),
+            out,
+        )
+    return out
+
+
+@jit()
+def _nonzero_bins(tab, c0, nb):
+    S, R, _ = tab.shape
+    keep = np.zeros(R * nb, np.bool_)
+    for s in range(S):
+        for r in range(R):
+            for c in range(nb):
+                if tab[s, r, c0 + c] != 0:
+                    keep[r * nb + c] = True
+    return keep
+
+
+@jit()
+def _gather_bins(tab, c0, nb, cols, out):
+    S = tab.shape[0]
+    J = cols.shape[0]
+    for s in range(S):
+        for j in range(J):
+            r = cols[j] // nb
+            c = cols[j] % nb
+            out[s, j] = tab[s, r, c0 + c]
+
+
+def gather_nonzero_bins(tab: np.ndarray, c0: int, m: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Columns of ``tab[:, :, c0:c0+m+1]`` (shape (S, R, W)) that are non-zero somewhere.
+
+    Returns ``(keep, H)``: flat indices ``r*(m+1) + c`` of the kept bins (increasing) and the
+    per-sequence counts of those bins as ``dtype``, shape ``(S, len(keep))``.
+    """
+    tab = np.ascontiguousarray(tab)
+    nb = int(m) + 1
+    keep = np.flatnonzero(_nonzero_bins(tab, int(c0), nb)).astype(np.int64)
+    out = np.empty((tab.shape[0], keep.shape[0]), dtype)
+    _gather_bins(tab, int(c0), nb, keep, out)
+    return keep, out
