@@ -1,0 +1,1404 @@
+"""``lrc``: the command line tool for routing traces.
+
+Every metric command takes one or more trace files (each one model), computes the metric
+with the public API (:func:`lrc_kernels.srp`, :func:`lrc_kernels.sch`,
+:func:`lrc_kernels.hit_curve`) and prints an aligned table, or tidy rows with ``--json``,
+``--csv`` or ``--parquet``. ``docs/cli.md`` documents every command and column.
+
+Errors are one line on stderr and a non-zero exit status (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io as _stdio
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "build_parser", "TraceSource", "open_sources", "CLIError"]
+
+PROG = "lrc"
+DEFAULT_SRP_M = (4, 16, 64, 256)
+DEFAULT_RHO = (0.5, 1.0, 1.5, 2.0, 3.0)
+CURVE_RHO = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+POLICIES = ("lru", "lfu", "belady", "sch")
+
+# exit codes
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CLIError(Exception):
+    """A problem with the user's input, reported as one line without a traceback."""
+
+
+# ------------------------------------------------------------------------- sources
+@dataclass
+class TraceSource:
+    """One model's trace: a file, a list of shards or a directory, read lazily.
+
+    Attributes
+    ----------
+    path : str
+        The path as given on the command line.
+    name : str
+        The model name shown in tables: the file's ``model`` metadata, else the file name.
+    reader : lrc_kernels.io.TraceReader
+        Metadata and sizes without reading the data.
+    """
+
+    path: str
+    name: str
+    reader: Any
+
+    @property
+    def file_bytes(self) -> int:
+        return sum(os.path.getsize(f) for f in self.reader.files)
+
+    def info(self) -> dict[str, Any]:
+        """Metadata row: model, shape, sizes, domains (one pass over the index, no ids)."""
+        r = self.reader
+        meta = r.meta
+        doms = r.domains()
+        counts: dict[str, int] = {}
+        for d in doms:
+            if d is not None:
+                counts[str(d)] = counts.get(str(d), 0) + 1
+        acts = r.num_activations
+        size = self.file_bytes
+        layer_ids = meta.get("layer_ids")
+        return {
+            "model": self.name,
+            "path": self.path,
+            "files": len(r.files),
+            "num_experts": r.num_experts,
+            "top_k": r.top_k,
+            "num_layers": r.num_layers,
+            "layer_ids": None if layer_ids is None else " ".join(str(v) for v in layer_ids),
+            "sequences": r.num_sequences,
+            "tokens": r.num_tokens,
+            "activations": acts,
+            "domains": ", ".join(f"{k} ({v})" for k, v in counts.items()) or None,
+            "num_domains": len(counts),
+            "file_bytes": size,
+            "bytes_per_activation": (size / acts) if acts else None,
+            "format_version": meta.get("format_version"),
+            "producer": meta.get("producer"),
+            "created": meta.get("created"),
+        }
+
+
+def _model_name(reader: Any, path: str) -> str:
+    name = reader.meta.get("model")
+    if isinstance(name, str) and name:
+        return name
+    p = Path(path)
+    base = p.name
+    for suffix in (".lrc.arrow", ".arrow"):
+        if base.endswith(suffix):
+            return base[: -len(suffix)] or base
+    return base
+
+
+def open_sources(paths: Sequence[str]) -> list[TraceSource]:
+    """Open every trace argument (one model each) and give each a distinct display name."""
+    from . import io as trace_io
+
+    out = []
+    for p in paths:
+        if p.endswith((".npz", ".npy")) and Path(p).is_file():
+            raise CLIError(
+                f"{p}: numpy arrays are not a trace file; convert it first: "
+                f"lrc convert {p} --out {Path(p).stem}.lrc.arrow (add --num-experts E)"
+            )
+        reader = trace_io.TraceReader(p)
+        out.append(TraceSource(p, _model_name(reader, p), reader))
+    # the same model name twice (two runs of one model): tell them apart by path
+    names = [s.name for s in out]
+    for s in out:
+        if names.count(s.name) > 1:
+            s.name = f"{s.name} [{s.path}]"
+    return out
+
+
+# ------------------------------------------------------------------------ progress
+def _show_progress(args: argparse.Namespace) -> bool:
+    """Bars only for a person watching: not with --quiet and only when stderr is a terminal."""
+    if getattr(args, "quiet", False):
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class Progress:
+    """Token progress bars (tqdm, on stderr) for streaming passes over trace files.
+
+    ``Progress(False)`` hands out no-op callbacks, so the code paths are the same with
+    and without bars.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def pass_over(self, source: TraceSource, what: str) -> Callable[[Any], None] | bool:
+        """A callback for the API's ``progress=`` that advances a bar by each batch's tokens."""
+        if not self.enabled:
+            return False
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=source.reader.num_tokens,
+            unit="tok",
+            unit_scale=True,
+            leave=False,
+            desc=f"{source.name}: {what}",
+            delay=0.5,
+            file=sys.stderr,
+        )
+        state = {"done": 0}
+
+        def advance(batch: Any) -> None:
+            state["done"] += batch.num_tokens
+            bar.update(batch.num_tokens)
+            if state["done"] >= bar.total:
+                bar.close()
+
+        return advance
+
+    def steps(self, items: Iterable[Any], desc: str, total: int | None = None) -> Iterable[Any]:
+        if not self.enabled:
+            return items
+        from tqdm.auto import tqdm
+
+        return tqdm(items, desc=desc, total=total, leave=False, delay=0.5, file=sys.stderr)
+
+
+# -------------------------------------------------------------------------- output
+def _clean(v: Any) -> Any:
+    """Plain Python scalars for output; NaN/inf become None (null, empty cell)."""
+    if v is None:
+        return None
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    v = _clean(v)
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def format_table(
+    header: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[bool]
+) -> str:
+    """Aligned plain-text table: text columns left-aligned, numbers right-aligned."""
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [len(h) for h in header]
+    for r in cells:
+        for i, c in enumerate(r):
+            widths[i] = max(widths[i], len(c))
+
+    def line(vals: Sequence[str]) -> str:
+        parts = [
+            v.rjust(widths[i]) if numeric[i] else v.ljust(widths[i]) for i, v in enumerate(vals)
+        ]
+        return "  ".join(parts).rstrip()
+
+    out = [line(header), "  ".join("-" * w for w in widths)]
+    out.extend(line(r) for r in cells)
+    return "\n".join(out)
+
+
+def _out_format(args: argparse.Namespace) -> str:
+    return getattr(args, "format", None) or "table"
+
+
+def write_rows(
+    rows: list[dict[str, Any]], columns: Sequence[str], args: argparse.Namespace
+) -> None:
+    """Write tidy rows as JSON, CSV or Parquet to ``--output`` (or stdout)."""
+    fmt = _out_format(args)
+    rows = [{c: _clean(r.get(c)) for c in columns} for r in rows]
+    target = getattr(args, "output", None)
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist(rows, schema=_arrow_schema(rows, columns))
+        if target in (None, "-"):
+            if sys.stdout.isatty():
+                raise CLIError(
+                    "--parquet writes binary data: give a file with -o/--output FILE.parquet "
+                    "or redirect stdout"
+                )
+            buf = pa.BufferOutputStream()
+            pq.write_table(table, buf)
+            sys.stdout.flush()
+            sys.stdout.buffer.write(buf.getvalue().to_pybytes())
+            sys.stdout.buffer.flush()
+        else:
+            pq.write_table(table, target)
+        return
+    if fmt == "json":
+        text = json.dumps(rows, indent=1, allow_nan=False) + "\n"
+    else:
+        buf = _stdio.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+        text = buf.getvalue()
+    if target in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        Path(target).write_text(text, encoding="utf-8")
+
+
+def _arrow_schema(rows: list[dict[str, Any]], columns: Sequence[str]) -> Any:
+    """Column types from the values (a column of nulls is a string column)."""
+    import pyarrow as pa
+
+    fields = []
+    for c in columns:
+        vals = [r[c] for r in rows if r[c] is not None]
+        if not vals:
+            t = pa.string()
+        elif all(isinstance(v, bool) for v in vals):
+            t = pa.bool_()
+        elif all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+            t = pa.int64()
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            t = pa.float64()
+        else:
+            t = pa.string()
+        fields.append(pa.field(c, t))
+    return pa.schema(fields)
+
+
+def _emit(
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    columns: Sequence[str],
+    human: Callable[[], str],
+) -> None:
+    if _out_format(args) == "table":
+        text = human()
+        if getattr(args, "output", None) not in (None, "-"):
+            Path(args.output).write_text(text + "\n", encoding="utf-8")
+        else:
+            print(text)
+    else:
+        write_rows(rows, columns, args)
+
+
+# ---------------------------------------------------------------------- arguments
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {v}")
+    return v
+
+
+def _ratio(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"a cache ratio must be a number > 0, got {text!r}")
+    return v
+
+
+def _confidence(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"confidence must lie strictly between 0 and 1, got {v}")
+    return v
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("general")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "output", "default: an aligned table for people; these give tidy rows for programs"
+    )
+    x = g.add_mutually_exclusive_group()
+    x.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="JSON list of row objects"
+    )
+    x.add_argument(
+        "--csv", dest="format", action="store_const", const="csv", help="CSV with a header line"
+    )
+    x.add_argument(
+        "--parquet",
+        dest="format",
+        action="store_const",
+        const="parquet",
+        help="Parquet table (needs -o FILE or a redirected stdout)",
+    )
+    g.add_argument(
+        "-o", "--output", metavar="FILE", help="write to FILE instead of stdout ('-' is stdout)"
+    )
+
+
+def _add_traces(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "traces",
+        nargs="+",
+        metavar="TRACE",
+        help="trace file (.lrc.arrow), or a directory of shards; each TRACE is one model",
+    )
+
+
+def _add_compute(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--by-domain", action="store_true", help="one result per domain label of the sequences"
+    )
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "cpu", "gpu", "reference"),
+        help="compute backend (default: auto)",
+    )
+
+
+_EPILOG_SRP = """\
+SRP (segment routing best performance) is the F1 of the best segment router that
+assigns each expert to a whole window of m tokens when it is used by at least p* of
+them. Higher SRP means routing that stays put over m tokens (good for offloading).
+Columns: srp, threshold (p*), ratio (preds/acts: experts kept per real activation),
+ci_low/ci_high (basic bootstrap interval, with --bootstrap).
+
+examples:
+  lrc srp traces/model.lrc.arrow
+  lrc srp a.lrc.arrow b.lrc.arrow --m 1 4 16 64 --level layer --csv > srp.csv
+  lrc srp model.lrc.arrow --m 16 --by-domain --bootstrap 1000
+"""
+
+_EPILOG_SCH = """\
+SCH (segment cache best hit rate) is the hit rate of an expert cache that knows the
+next m tokens' routing, at cache ratio rho = C / k (C / (L*k) at model level); the
+paper recommends rho = 2. At layer level each MoE layer has its own cache; the table
+adds the mean over layers.
+
+examples:
+  lrc sch traces/model.lrc.arrow
+  lrc sch model.lrc.arrow --m 4 16 --rho 1 2 4 --json
+"""
+
+_EPILOG_CURVES = """\
+Hit rate against cache ratio for LRU, LFU, Belady (optimal offline) and SCH (m-token
+oracle) caches. Tidy output has one row per cache size (or per --rho); the table shows
+the layer mean at common ratios.
+
+examples:
+  lrc curves traces/model.lrc.arrow
+  lrc curves model.lrc.arrow --policy lru sch --m 16 --csv -o curves.csv
+"""
+
+_EPILOG_REPORT = """\
+Writes DIR/index.html (self-contained: figures embedded), the figures as PNG files
+and the numbers as report.json. Several traces appear side by side.
+
+examples:
+  lrc report traces/*.lrc.arrow --out report/
+"""
+
+_EPILOG_CONVERT = """\
+Converts numpy routing arrays to a trace file. The array holds expert ids with shape
+(T, L, k) (one sequence), (S, T, L, k) or (T, k); an .npz names it 'indices' or
+'experts' (optional arrays: 'scores' gate weights, 'token_ids', 'moe_layer_ids').
+Arrow trace inputs (several files or shards) are merged and recompressed.
+
+examples:
+  lrc convert routing.npz --out model.lrc.arrow --num-experts 64 --split 512 --model my-moe
+  lrc convert shards/ --out merged.lrc.arrow
+"""
+
+_EPILOG_CAPTURE = """\
+Runs a local Hugging Face MoE model over text files and records every router decision.
+Each text file is one domain named after the file; write DOMAIN=FILE to name it.
+Nothing is downloaded.
+
+examples:
+  lrc capture ./Qwen1.5-MoE-A2.7B web.txt code.txt --out qwen.lrc.arrow --seq-len 512
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lrc`` argument parser (one sub-command per task)."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        formatter_class=fmt,
+        description=(
+            "Local routing consistency of Mixture-of-Experts models (arXiv 2505.16056):\n"
+            "SRP, SCH and LRU/LFU/Belady hit curves from routing traces."
+        ),
+        epilog=(
+            "start here:\n"
+            "  lrc info traces/*.lrc.arrow            what is in a trace\n"
+            "  lrc srp traces/*.lrc.arrow             segment routing best performance\n"
+            "  lrc sch traces/*.lrc.arrow             oracle expert-cache hit rate at rho\n"
+            "  lrc report traces/*.lrc.arrow --out r  HTML report with the paper's figures\n"
+            "\n'lrc COMMAND --help' explains each command; docs/cli.md has the details."
+        ),
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"lrc_kernels {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser(
+        "info",
+        help="model, shape, sizes and domains of traces",
+        description="Show what each trace holds: model, E, k, layers, "
+        "sequences, tokens, domains, file size and bytes per activation.",
+        formatter_class=fmt,
+    )
+    _add_traces(p)
+    _add_output(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "srp",
+        help="segment routing best performance (SRP) for segment lengths m",
+        description="Segment routing best performance (SRP).",
+        epilog=_EPILOG_SRP,
+        formatter_class=fmt,
+    )
+    _add_traces(p)
+    p.add_argument(
+        "--m",
+        nargs="+",
+        type=_positive_int,
+        default=list(DEFAULT_SRP_M),
+        metavar="M",
+        help="segment lengths (default: 4 16 64 256)",
+    )
+    p.add_argument(
+        "--level",
+        default="model",
+        choices=("model", "layer", "expert"),
+        help="pool histograms over the whole model, each layer or each expert (default: model)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=_nonneg_int,
+        default=0,
+        metavar="B",
+        help="bootstrap resamples of the sequences for a confidence interval "
+        "(the paper: 1000; default 0 = none)",
+    )
+    p.add_argument(
+        "--confidence",
+        type=_confidence,
+        default=0.95,
+        help="confidence level of the interval (default 0.95)",
+    )
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="bootstrap seed (default 0)")
+    _add_compute(p)
+    _add_output(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_srp)
+
+    p = sub.add_parser(
+        "sch",
+        help="segment cache best hit rate (SCH) at cache ratios rho",
+        description="Segment cache best hit rate (SCH).",
+        epilog=_EPILOG_SCH,
+        formatter_class=fmt,
+    )
+    _add_traces(p)
+    p.add_argument(
+        "--m",
+        nargs="+",
+        type=_positive_int,
+        default=[16],
+        metavar="M",
+        help="future window(s) of the oracle cache (default: 16)",
+    )
+    p.add_argument(
+        "--rho",
+        nargs="+",
+        type=_ratio,
+        default=None,
+        metavar="RHO",
+        help="cache ratios C/k (default: 0.5 1 1.5 2 3, those that give a whole cache size)",
+    )
+    p.add_argument(
+        "--level",
+        default="layer",
+        choices=("layer", "model"),
+        help="one cache per layer, or one shared by all layers (default: layer)",
+    )
+    p.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="count first accesses as misses (default: warm start, as the paper)",
+    )
+    _add_compute(p)
+    _add_output(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_sch)
+
+    p = sub.add_parser(
+        "curves",
+        help="hit rate against cache ratio for LRU/LFU/Belady/SCH",
+        description="Expert-cache hit curves.",
+        epilog=_EPILOG_CURVES,
+        formatter_class=fmt,
+    )
+    _add_traces(p)
+    p.add_argument(
+        "--policy",
+        nargs="+",
+        choices=POLICIES,
+        default=list(POLICIES),
+        help="replacement policies (default: all four)",
+    )
+    p.add_argument(
+        "--m", type=_positive_int, default=16, help="future window of the SCH policy (default: 16)"
+    )
+    p.add_argument(
+        "--rho",
+        nargs="+",
+        type=_ratio,
+        default=None,
+        metavar="RHO",
+        help="only these cache ratios (default: every cache size)",
+    )
+    p.add_argument(
+        "--level",
+        default="layer",
+        choices=("layer", "model"),
+        help="one cache per layer, or one shared by all layers (default: layer)",
+    )
+    p.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="count first accesses as misses (default: warm start)",
+    )
+    _add_compute(p)
+    _add_output(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_curves)
+
+    p = sub.add_parser(
+        "report",
+        help="HTML report with figures and tables",
+        description="Write a self-contained HTML report with PNG figures: SRP "
+        "against m, hit rate against rho (SCH, LRU, LFU, Belady), a per-layer "
+        "SRP heatmap, per-domain bars, tables and trace metadata.",
+        epilog=_EPILOG_REPORT,
+        formatter_class=fmt,
+    )
+    _add_traces(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument(
+        "--m",
+        nargs="+",
+        type=_positive_int,
+        default=None,
+        metavar="M",
+        help="segment lengths for SRP (default: 1 2 4 ... 256)",
+    )
+    p.add_argument(
+        "--sch-m",
+        type=_positive_int,
+        default=16,
+        metavar="M",
+        help="future window of SCH and the m of per-domain bars (default: 16)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=_nonneg_int,
+        default=0,
+        metavar="B",
+        help="bootstrap resamples for SRP confidence bands (default: 0)",
+    )
+    p.add_argument("--title", default=None, help="report title")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "cpu", "gpu", "reference"),
+        help="compute backend (default: auto)",
+    )
+    _add_common(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "convert",
+        help="numpy routing arrays (or trace shards) to a trace file",
+        description="Write a trace file (.lrc.arrow) from numpy arrays or existing trace files.",
+        epilog=_EPILOG_CONVERT,
+        formatter_class=fmt,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=".npz/.npy arrays or trace files")
+    p.add_argument("--out", required=True, metavar="FILE", help="trace file to write")
+    p.add_argument(
+        "--num-experts",
+        type=_positive_int,
+        default=None,
+        metavar="E",
+        help="experts per layer (default: largest id + 1; give it when the "
+        "highest experts may be unused)",
+    )
+    p.add_argument(
+        "--split",
+        type=_positive_int,
+        default=None,
+        metavar="T",
+        help="cut sequences into pieces of T tokens (the paper uses 512)",
+    )
+    p.add_argument("--model", default=None, help="model name to store in the metadata")
+    p.add_argument("--domain", default=None, help="domain label for every sequence of numpy inputs")
+    p.add_argument("--no-weights", action="store_true", help="do not store gate weights")
+    _add_common(p)
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser(
+        "capture",
+        help="record routing of a local Hugging Face MoE model",
+        description="Capture a routing trace (needs torch and transformers).",
+        epilog=_EPILOG_CAPTURE,
+        formatter_class=fmt,
+    )
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="local transformers model directory")
+    p.add_argument(
+        "texts",
+        nargs="+",
+        metavar="TEXT",
+        help="UTF-8 text files, one domain each (DOMAIN=FILE names the domain)",
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="trace file to write")
+    p.add_argument("--seq-len", type=_positive_int, default=512, help="tokens per sequence")
+    p.add_argument(
+        "--max-sequences",
+        type=_positive_int,
+        default=None,
+        help="at most this many sequences per domain",
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="sequences per forward pass")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--dtype", default=None, help="load weights in this dtype, e.g. bfloat16")
+    p.add_argument("--weights", action="store_true", help="also record gate weights")
+    _add_common(p)
+    p.set_defaults(func=cmd_capture)
+    return parser
+
+
+# ------------------------------------------------------------------------ commands
+def cmd_info(args: argparse.Namespace) -> int:
+    sources = open_sources(args.traces)
+    rows = [s.info() for s in sources]
+    columns = list(rows[0]) if rows else []
+
+    def human() -> str:
+        blocks = []
+        for r in rows:
+            bpa = r["bytes_per_activation"]
+            pairs = [
+                ("model", r["model"]),
+                ("path", r["path"] + (f" ({r['files']} files)" if r["files"] > 1 else "")),
+                ("experts (E)", r["num_experts"]),
+                ("top-k (k)", r["top_k"]),
+                (
+                    "MoE layers (L)",
+                    r["num_layers"]
+                    if r["layer_ids"] is None
+                    else f"{r['num_layers']} (model layers {r['layer_ids']})",
+                ),
+                ("sequences", f"{r['sequences']:,}"),
+                ("tokens", f"{r['tokens']:,}"),
+                ("activations", f"{r['activations']:,} (tokens x L x k)"),
+                ("domains", r["domains"] or "none"),
+                ("file size", _human_bytes(r["file_bytes"])),
+                ("bytes/activation", "-" if bpa is None else f"{bpa:.3f}"),
+                ("created", r["created"] or "-"),
+            ]
+            w = max(len(k) for k, _ in pairs)
+            blocks.append("\n".join(f"{k.ljust(w)}  {v}" for k, v in pairs))
+        return "\n\n".join(blocks)
+
+    _emit(args, rows, columns, human)
+    return EXIT_OK
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+SRP_COLUMNS = (
+    "model",
+    "level",
+    "layer",
+    "expert",
+    "domain",
+    "m",
+    "srp",
+    "threshold",
+    "ratio",
+    "ci_low",
+    "ci_high",
+    "windows",
+)
+
+
+def srp_rows(name: str, res: Any) -> list[dict[str, Any]]:
+    """Tidy rows of an :class:`~lrc_kernels.SRPResult` computed with a list of m.
+
+    One row per (m, domain, layer, expert) as the level has them; model level has no layer
+    or expert, layer level no expert, and ``domain`` is None without ``by_domain``.
+    """
+    import numpy as np
+
+    ms = list(res.m) if isinstance(res.m, (list, tuple)) else [res.m]
+    value = np.asarray(res.value)
+    thr = np.asarray(res.threshold)
+    ratio = np.asarray(res.ratio)
+    windows = np.asarray(res.windows)
+    lo = hi = None
+    if res.ci is not None:
+        lo, hi = np.asarray(res.ci[0]), np.asarray(res.ci[1])
+    if not isinstance(res.m, (list, tuple)):
+        value, thr, ratio, windows = value[None], thr[None], ratio[None], windows[None]
+        if lo is not None:
+            lo, hi = lo[None], hi[None]
+    domains = res.domains if res.domains is not None else [None]
+    if res.domains is None:  # add a domain axis of length one after m
+        value, thr, ratio, windows = value[:, None], thr[:, None], ratio[:, None], windows[:, None]
+        if lo is not None:
+            lo, hi = lo[:, None], hi[:, None]
+    rows = []
+    for mi, m in enumerate(ms):
+        for di, dom in enumerate(domains):
+            for idx in np.ndindex(value.shape[2:]):
+                layer = idx[0] if len(idx) >= 1 else None
+                expert = idx[1] if len(idx) >= 2 else None
+                key = (mi, di, *idx)
+                rows.append(
+                    {
+                        "model": name,
+                        "level": res.level,
+                        "layer": layer,
+                        "expert": expert,
+                        "domain": dom,
+                        "m": int(m),
+                        "srp": float(value[key]),
+                        "threshold": int(thr[key]),
+                        "ratio": float(ratio[key]),
+                        "ci_low": None if lo is None else float(lo[key]),
+                        "ci_high": None if hi is None else float(hi[key]),
+                        "windows": int(windows[mi, di]),
+                    }
+                )
+    return rows
+
+
+def cmd_srp(args: argparse.Namespace) -> int:
+    import lrc_kernels as lk
+
+    sources = open_sources(args.traces)
+    prog = Progress(_show_progress(args))
+    rows: list[dict[str, Any]] = []
+    for s in sources:
+        res = lk.srp(
+            s.path,
+            list(args.m),
+            level=args.level,
+            by_domain=args.by_domain,
+            bootstrap=args.bootstrap,
+            confidence=args.confidence,
+            seed=args.seed,
+            backend=args.backend,
+            progress=prog.pass_over(s, "SRP"),
+        )
+        rows.extend(srp_rows(s.name, res))
+
+    def human() -> str:
+        header = ["model"]
+        if args.level != "model":
+            header.append("layer")
+        if args.level == "expert":
+            header.append("expert")
+        if args.by_domain:
+            header.append("domain")
+        header += ["m", "SRP", "p*", "preds/acts"]
+        if args.bootstrap:
+            header.append(f"{args.confidence:.0%} CI")
+        header.append("windows")
+        body = []
+        for r in rows:
+            line = [r["model"]]
+            if args.level != "model":
+                line.append(r["layer"])
+            if args.level == "expert":
+                line.append(r["expert"])
+            if args.by_domain:
+                line.append(r["domain"])
+            line += [r["m"], _fmt(r["srp"]), r["threshold"], _fmt(r["ratio"], 3)]
+            if args.bootstrap:
+                line.append(f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
+            line.append(f"{r['windows']:,}")
+            body.append(line)
+        numeric = [h not in ("model", "domain") for h in header]
+        return format_table(header, body, numeric)
+
+    _emit(args, rows, SRP_COLUMNS, human)
+    return EXIT_OK
+
+
+def _valid_rhos(curve: Any, rhos: Sequence[float] | None, default: Sequence[float]) -> list[float]:
+    """The user's ratios (each must give a whole cache size: an error names the bad one), or
+    the defaults that do."""
+    from ._results import cache_size_for
+
+    n = curve.num_sizes
+    if rhos is not None:
+        for r in rhos:
+            cache_size_for(r, curve.per_unit, n)
+        return list(rhos)
+    out = []
+    for r in default:
+        try:
+            cache_size_for(r, curve.per_unit, n)
+        except ValueError:
+            continue
+        out.append(r)
+    return out
+
+
+CURVE_COLUMNS = (
+    "model",
+    "policy",
+    "level",
+    "layer",
+    "domain",
+    "m",
+    "rho",
+    "cache_size",
+    "hit_rate",
+    "sequences",
+)
+SCH_COLUMNS = ("model", "level", "layer", "domain", "m", "rho", "cache_size", "hit_rate")
+
+
+def curve_rows(name: str, curve: Any, rhos: Sequence[float] | None) -> list[dict[str, Any]]:
+    """Tidy rows of a :class:`~lrc_kernels.HitCurve` (one m): one per (domain, layer, size).
+
+    ``rhos=None`` gives every cache size ``C = 1 .. N``; otherwise the sizes ``rho * k``
+    (``rho * L * k`` at model level).
+    """
+    import numpy as np
+
+    from ._results import cache_size_for
+
+    rates = np.asarray(curve.rates)
+    if curve.domains is None:
+        rates = rates[None]
+    if curve.level == "model":
+        rates = rates[:, None, :]  # (D, 1, N)
+    domains = curve.domains if curve.domains is not None else [None]
+    seqs = np.atleast_1d(np.asarray(curve.sequences))
+    if rhos is None:
+        sizes = np.arange(1, curve.num_sizes + 1)
+    else:
+        sizes = cache_size_for(list(rhos), curve.per_unit, curve.num_sizes)
+    rows = []
+    for di, dom in enumerate(domains):
+        for li in range(rates.shape[1]):
+            for C in sizes:
+                rows.append(
+                    {
+                        "model": name,
+                        "policy": curve.policy,
+                        "level": curve.level,
+                        "layer": None if curve.level == "model" else li,
+                        "domain": dom,
+                        "m": curve.m,
+                        "rho": float(C) / curve.per_unit,
+                        "cache_size": int(C),
+                        "hit_rate": float(rates[di, li, C - 1]),
+                        "sequences": int(seqs[di]),
+                    }
+                )
+    return rows
+
+
+def _layer_mean(rows: list[dict[str, Any]], keys: Sequence[str]) -> dict[tuple, float]:
+    """Mean hit rate over layers for each combination of ``keys`` (NaN-free rows)."""
+    acc: dict[tuple, list[float]] = {}
+    for r in rows:
+        k = tuple(r[c] for c in keys)
+        acc.setdefault(k, []).append(r["hit_rate"])
+    return {k: (sum(v) / len(v)) for k, v in acc.items()}
+
+
+def cmd_sch(args: argparse.Namespace) -> int:
+    import lrc_kernels as lk
+
+    sources = open_sources(args.traces)
+    prog = Progress(_show_progress(args))
+    rows: list[dict[str, Any]] = []
+    rho_cols: list[float] = []
+    for s in sources:
+        curves = lk.sch(
+            s.path,
+            list(args.m),
+            level=args.level,
+            warm_start=not args.cold_start,
+            by_domain=args.by_domain,
+            backend=args.backend,
+            progress=prog.pass_over(s, "SCH"),
+        )
+        for mi, m in enumerate(args.m):
+            one = _one_m(curves, mi, m)
+            rhos = _valid_rhos(one, args.rho, DEFAULT_RHO)
+            if not rhos:
+                raise CLIError(
+                    f"{s.name}: none of the default cache ratios {list(DEFAULT_RHO)} gives a "
+                    f"whole cache size for k = {one.per_unit}; pass --rho"
+                )
+            for r in curve_rows(s.name, one, rhos):
+                del r["policy"], r["sequences"]
+                rows.append(r)
+            rho_cols.extend(v for v in rhos if v not in rho_cols)
+
+    def human() -> str:
+        rho_sorted = sorted(rho_cols)
+        header = ["model"] + (["domain"] if args.by_domain else []) + ["m", "layer"]
+        header += [f"rho={_fmt_rho(r)}" for r in rho_sorted]
+        cell = {
+            (r["model"], r["domain"], r["m"], r["layer"], r["rho"]): r["hit_rate"] for r in rows
+        }
+        groups: list[tuple] = []
+        for r in rows:
+            g = (r["model"], r["domain"], r["m"])
+            if g not in groups:
+                groups.append(g)
+        means = _layer_mean(rows, ("model", "domain", "m", "rho"))
+        body = []
+        for model, dom, m in groups:
+            layers = sorted(
+                {r["layer"] for r in rows if (r["model"], r["domain"], r["m"]) == (model, dom, m)},
+                key=lambda v: -1 if v is None else v,
+            )
+            for layer in layers:
+                line = [model] + ([dom] if args.by_domain else []) + [m]
+                line.append("all" if layer is None else layer)
+                line += [_fmt(cell.get((model, dom, m, layer, rho))) for rho in rho_sorted]
+                body.append(line)
+            if args.level == "layer" and len(layers) > 1:
+                line = [model] + ([dom] if args.by_domain else []) + [m, "mean"]
+                line += [_fmt(means.get((model, dom, m, rho))) for rho in rho_sorted]
+                body.append(line)
+        numeric = [h not in ("model", "domain") for h in header]
+        note = (
+            ""
+            if args.level == "model"
+            else "\n(layer level: one cache per MoE layer; 'mean' averages the layers)"
+        )
+        return format_table(header, body, numeric) + note
+
+    _emit(args, rows, SCH_COLUMNS, human)
+    return EXIT_OK
+
+
+def _fmt_rho(r: float) -> str:
+    return f"{r:g}"
+
+
+def _one_m(curve: Any, mi: int, m: int) -> Any:
+    """The HitCurve of the ``mi``-th m of a multi-m SCH curve."""
+    import copy
+
+    import numpy as np
+
+    one = copy.copy(curve)
+    one.rates = np.asarray(curve.rates)[mi]
+    one.stat = None if curve.stat is None else np.asarray(curve.stat)[mi]
+    one.m = int(m)
+    return one
+
+
+def cmd_curves(args: argparse.Namespace) -> int:
+    import lrc_kernels as lk
+
+    sources = open_sources(args.traces)
+    prog = Progress(_show_progress(args))
+    rows: list[dict[str, Any]] = []
+    shown: dict[str, list[float]] = {}
+    policies = list(dict.fromkeys(args.policy))
+    for s in sources:
+        for pol in policies:
+            curve = lk.hit_curve(
+                s.path,
+                pol,
+                m=args.m if pol == "sch" else None,
+                level=args.level,
+                warm_start=not args.cold_start,
+                by_domain=args.by_domain,
+                backend=args.backend,
+                progress=prog.pass_over(s, pol.upper()),
+            )
+            rhos = _valid_rhos(curve, args.rho, CURVE_RHO) if args.rho is not None else None
+            rows.extend(curve_rows(s.name, curve, rhos))
+            shown[s.name] = _valid_rhos(curve, args.rho, CURVE_RHO)
+
+    def human() -> str:
+        names = [f"sch(m={args.m})" if p == "sch" else p for p in policies]
+        header = ["model"] + (["domain"] if args.by_domain else []) + ["rho", "C"] + names
+        means = _layer_mean(rows, ("model", "domain", "policy", "rho"))
+        sizes = {(r["model"], r["rho"]): r["cache_size"] for r in rows}
+        groups: list[tuple] = []
+        for r in rows:
+            if (r["model"], r["domain"]) not in groups:
+                groups.append((r["model"], r["domain"]))
+        body = []
+        for model, dom in groups:
+            for rho in shown[model]:
+                C = sizes.get((model, rho))
+                line = [model] + ([dom] if args.by_domain else []) + [_fmt_rho(rho), C]
+                line += [_fmt(means.get((model, dom, p, rho))) for p in policies]
+                body.append(line)
+        numeric = [h not in ("model", "domain") for h in header]
+        note = (
+            "\n(layer level: hit rates averaged over the MoE layers; C = rho * k)"
+            if args.level == "layer"
+            else "\n(model level: one cache; C = rho * L * k)"
+        )
+        return format_table(header, body, numeric) + note
+
+    _emit(args, rows, CURVE_COLUMNS, human)
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from . import report
+
+    sources = open_sources(args.traces)
+    prog = Progress(_show_progress(args))
+    path = report.write_report(
+        sources,
+        args.out,
+        ms=args.m,
+        sch_m=args.sch_m,
+        bootstrap=args.bootstrap,
+        title=args.title,
+        backend=args.backend,
+        progress=prog,
+    )
+    if not args.quiet:
+        print(f"wrote {path}", file=sys.stderr)
+    print(path)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------- convert
+# metadata keys a trace file writer sets itself (not carried over when converting)
+_FILE_KEYS = (
+    "source_file",
+    "source_files",
+    "format",
+    "format_version",
+    "producer",
+    "producer_version",
+    "created",
+    "weights_dtype",
+    "token_ids",
+    "num_experts",
+    "top_k",
+    "num_layers",
+)
+
+
+def _load_numpy(path: Path, num_experts: int | None, domain: str | None, weights: bool) -> Any:
+    """A Trace from an .npz/.npy routing array (see ``lrc convert --help``)."""
+    import numpy as np
+
+    from ._trace import Trace, as_trace
+
+    extra: dict[str, Any] = {}
+    if path.suffix == ".npy":
+        ids = np.load(path, allow_pickle=False)
+        scores = None
+    else:
+        with np.load(path, allow_pickle=False) as z:
+            keys = list(z.keys())
+            key = next((k for k in ("indices", "experts", "expert_ids", "ids") if k in z), None)
+            if key is None:
+                if len(keys) == 1:
+                    key = keys[0]
+                else:
+                    raise CLIError(
+                        f"{path}: cannot tell which array holds the expert ids (arrays: "
+                        f"{', '.join(keys)}); name it 'indices' or 'experts'"
+                    )
+            ids = z[key]
+            scores = z["scores"] if weights and "scores" in z else None
+            if "token_ids" in z:
+                extra["token_ids"] = z["token_ids"]
+            for k in ("moe_layer_ids", "layer_ids"):
+                if k in z:
+                    extra["layer_ids"] = [int(v) for v in z[k].ravel()]
+                    break
+    try:
+        tr = as_trace(ids, num_experts)
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"{path}: {exc}") from None
+    w = None
+    if scores is not None:
+        s = np.asarray(scores)
+        w = s.reshape(tr.experts.shape) if s.size == tr.experts.size else None
+    meta = {}
+    if "layer_ids" in extra:
+        meta["layer_ids"] = extra["layer_ids"]
+    doms = None if domain is None else [domain] * tr.num_sequences
+    tr = Trace(
+        tr.experts, tr.offsets, num_experts=tr.num_experts, domains=doms, weights=w, meta=meta
+    )
+    tok = extra.get("token_ids")
+    if tok is not None and np.asarray(tok).size != tr.num_tokens:
+        tok = None
+    return tr, tok
+
+
+def _concat(traces: list[Any]) -> Any:
+    import numpy as np
+
+    from ._trace import Trace
+
+    if len(traces) == 1:
+        return traces[0]
+    E = {t.num_experts for t in traces}
+    shapes = {(t.num_layers, t.top_k) for t in traces}
+    if len(E) > 1 or len(shapes) > 1:
+        raise CLIError(
+            "inputs disagree on their shape (num_experts, num_layers, top_k): "
+            + "; ".join(f"({t.num_experts}, {t.num_layers}, {t.top_k})" for t in traces)
+            + ". Convert them to separate files"
+        )
+    ids = np.concatenate([t.experts for t in traces])
+    lens = np.concatenate([t.lengths for t in traces])
+    off = np.zeros(lens.shape[0] + 1, np.int64)
+    np.cumsum(lens, out=off[1:])
+    labeled = [t.domains is not None for t in traces]
+    doms = None
+    if all(labeled):
+        doms = [str(d) for t in traces for d in t.domains]
+    elif any(labeled):
+        raise CLIError(
+            "some inputs have domain labels and others not; give --domain or "
+            "convert them separately"
+        )
+    w = None
+    if all(t.weights is not None for t in traces):
+        w = np.concatenate([t.weights for t in traces])
+    return Trace(ids, off, num_experts=E.pop(), domains=doms, weights=w, meta=traces[0].meta)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from . import io as trace_io
+
+    out = Path(args.out)
+    inputs = [Path(p) for p in args.inputs]
+    for p in inputs:
+        if not p.exists():
+            raise CLIError(f"{p}: no such file or directory")
+        if p.resolve() == out.resolve():
+            raise CLIError(f"{p}: --out must differ from the inputs")
+    traces, tokens = [], []
+    for p in inputs:
+        if p.suffix in (".npz", ".npy"):
+            tr, tok = _load_numpy(p, args.num_experts, args.domain, not args.no_weights)
+        else:
+            tr = trace_io.read_trace(p, weights=not args.no_weights)
+            tok = trace_io.TraceReader(p).token_ids()
+            if args.num_experts is not None and args.num_experts != tr.num_experts:
+                raise CLIError(
+                    f"{p}: --num-experts {args.num_experts} but the trace file says "
+                    f"num_experts = {tr.num_experts}"
+                )
+        traces.append(tr)
+        tokens.append(tok)
+    tr = _concat(traces)
+    tok = None
+    if all(t is not None for t in tokens):
+        import numpy as np
+
+        tok = np.concatenate(tokens)
+    if args.split is not None:
+        tr = tr.split(args.split)
+    meta = {k: v for k, v in tr.meta.items() if k not in _FILE_KEYS and v is not None}
+    if args.model is not None:
+        meta["model"] = args.model
+    meta["converted_from"] = [str(p) for p in inputs]
+    from ._trace import Trace
+
+    tr = Trace(
+        tr.experts,
+        tr.offsets,
+        num_experts=tr.num_experts,
+        domains=tr.domains,
+        weights=None if args.no_weights else tr.weights,
+        meta=meta,
+        _validated=True,
+    )
+    trace_io.write_trace(out, tr, token_ids=tok)
+    if not args.quiet:
+        print(
+            f"wrote {out}: {tr.num_sequences:,} sequences, {tr.num_tokens:,} tokens, "
+            f"L={tr.num_layers}, E={tr.num_experts}, k={tr.top_k}, "
+            f"{_human_bytes(out.stat().st_size)}",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------- capture
+def _texts_arg(items: Sequence[str]) -> Any:
+    """Text arguments: FILE (domain named after the file) or DOMAIN=FILE."""
+    named: dict[str, list[str]] = {}
+    plain: list[str] = []
+    for item in items:
+        if "=" in item and not Path(item).exists():
+            dom, _, f = item.partition("=")
+            if not dom or not f:
+                raise CLIError(f"{item!r}: write DOMAIN=FILE (both parts non-empty)")
+            named.setdefault(dom, []).append(f)
+        else:
+            plain.append(item)
+    if named and plain:
+        for f in plain:
+            named.setdefault(Path(f).name.split(".")[0] or Path(f).name, []).append(f)
+        return named
+    return named or plain
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    try:
+        from . import torch as lk_torch
+    except ImportError as exc:
+        raise CLIError(
+            f"lrc capture needs torch and transformers ({exc}); install them with "
+            "pip install 'lrc-kernels[torch]'"
+        ) from None
+    path = lk_torch.capture_model(
+        args.model_dir,
+        _texts_arg(args.texts),
+        args.out,
+        seq_len=args.seq_len,
+        max_sequences=args.max_sequences,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        weights=args.weights,
+        progress=_show_progress(args),
+    )
+    paths = list(path.values()) if isinstance(path, dict) else [path]
+    for p in paths:
+        print(p)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- main
+def _error_line(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    text = " ".join(line.strip() for line in msg) if msg else type(exc).__name__
+    if isinstance(exc, (CLIError, ValueError, TypeError, OSError, MemoryError, RuntimeError)):
+        if isinstance(exc, FileNotFoundError) and exc.filename and not msg:
+            text = f"{exc.filename}: no such file"
+        return f"{PROG}: error: {text}"
+    return (
+        f"{PROG}: internal error: {type(exc).__name__}: {text} "
+        "(rerun with --debug for the traceback and please report it)"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``lrc`` command line; returns the exit status.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 1 on an error (one line on stderr), 2 on a usage error, 130 when
+        interrupted.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (e.g. `lrc srp ... | head`): not an error
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        except OSError:
+            pass
+        return EXIT_OK
+    except Exception as exc:
+        if debug:
+            raise
+        print(_error_line(exc), file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

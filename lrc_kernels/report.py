@@ -1,0 +1,698 @@
+"""HTML + PNG report of a set of routing traces (the ``lrc report`` command).
+
+The report holds the paper's views of local routing consistency, for several models side
+by side: SRP against the segment length m (Figure 4 style), hit rate against the cache
+ratio rho for the SCH oracle and LRU / LFU / Belady caches with rho = 2 marked, a
+per-layer SRP heatmap, per-domain bars, the numbers behind every figure as tables, and the
+trace metadata. ``index.html`` embeds the figures, so the one file can be mailed around;
+the PNGs and a ``report.json`` of tidy rows are written next to it.
+
+Matplotlib is imported only here, with the Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ModelResults",
+    "compute_results",
+    "figure_srp_vs_m",
+    "figure_hit_vs_rho",
+    "figure_layer_heatmap",
+    "figure_domains",
+    "write_report",
+]
+
+RHO_MARK = 2.0
+RHO_TABLE = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+POLICY_ORDER = ("sch", "belady", "lru", "lfu")
+POLICY_STYLE = {
+    "sch": {"color": "#d62728", "lw": 2.2},
+    "belady": {"color": "#444444", "ls": "--", "lw": 1.6},
+    "lru": {"color": "#1f77b4", "lw": 1.6},
+    "lfu": {"color": "#2ca02c", "lw": 1.6},
+}
+# traces with more activations than this are streamed from disk by every metric call
+# instead of being read into memory once
+_IN_MEMORY_ACTIVATIONS = 200_000_000
+
+
+@dataclass
+class ModelResults:
+    """Everything the report shows for one model (trace).
+
+    Attributes
+    ----------
+    name : str
+        Model name shown in figures and tables.
+    info : dict
+        Trace metadata (see ``lrc info``).
+    ms : list of int
+        Segment lengths of the SRP results.
+    srp_model, srp_layer : SRPResult
+        SRP for every m at model level (with a bootstrap interval when asked) and per layer.
+    curves : dict of str to HitCurve
+        Layer-level hit curves per policy (``"sch"`` with future window ``sch_m``).
+    sch_m : int
+        Future window of SCH, and the m of the per-domain SRP.
+    srp_domain : SRPResult or None
+        Model-level SRP at ``sch_m`` per domain label (None without labels).
+    sch_domain : HitCurve or None
+        Layer-level SCH curve per domain label.
+    """
+
+    name: str
+    info: dict[str, Any]
+    ms: list[int]
+    srp_model: Any
+    srp_layer: Any
+    curves: dict[str, Any]
+    sch_m: int
+    srp_domain: Any = None
+    sch_domain: Any = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def top_k(self) -> int:
+        return int(self.info["top_k"])
+
+    def mean_curve(self, policy: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(rho, hit rate)`` of a policy, averaged over the layers."""
+        c = self.curves[policy]
+        return np.asarray(c.rho, dtype=np.float64), np.asarray(c.rates).mean(axis=0)
+
+    def hit_at(self, policy: str, rho: float) -> float:
+        """Layer-mean hit rate at cache ratio ``rho`` (NaN where rho gives no whole size)."""
+        c = self.curves[policy]
+        try:
+            v = c.at(rho)
+        except ValueError:
+            return float("nan")
+        return float(np.mean(v))
+
+
+def _default_ms(max_len: int) -> list[int]:
+    ms = [m for m in (1, 2, 4, 8, 16, 32, 64, 128, 256) if m <= max(max_len, 1)]
+    return ms or [1]
+
+
+def compute_results(
+    sources: Sequence[Any],
+    *,
+    ms: Sequence[int] | None = None,
+    sch_m: int = 16,
+    bootstrap: int = 0,
+    backend: str = "auto",
+    progress: Any = None,
+) -> list[ModelResults]:
+    """Compute every number of the report with the public API.
+
+    Parameters
+    ----------
+    sources : sequence of lrc_kernels.cli.TraceSource
+        The traces, one per model (see :func:`lrc_kernels.cli.open_sources`).
+    ms : sequence of int, optional
+        Segment lengths for SRP; default 1, 2, 4, ... 256 up to the longest sequence.
+    sch_m : int
+        Future window of SCH, also the m of the per-domain SRP bars (the paper: 16).
+    bootstrap : int
+        Bootstrap resamples for the model-level SRP interval (0: none).
+    backend : str
+        Compute backend passed to the API.
+    progress : lrc_kernels.cli.Progress, optional
+        Shows a bar over the computation steps.
+
+    Returns
+    -------
+    list of ModelResults
+    """
+    import lrc_kernels as lk
+
+    out = []
+    steps_per_model = 7
+    bar = None
+    if progress is not None and progress.enabled:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps_per_model * len(sources), desc="report", leave=False, delay=0.5)
+    try:
+        for s in sources:
+            info = s.info()
+            reader = s.reader
+            lengths = reader.lengths()
+            max_len = int(lengths.max()) if lengths.size else 0
+            m_list = [int(v) for v in ms] if ms else _default_ms(max_len)
+            if reader.num_activations <= _IN_MEMORY_ACTIVATIONS:
+                data: Any = lk.read_trace(s.path, weights=False)
+            else:
+                data = s.path
+
+            def step(_bar: Any = bar) -> None:
+                if _bar is not None:
+                    _bar.update(1)
+
+            srp_model = lk.srp(data, m_list, level="model", bootstrap=bootstrap, backend=backend)
+            step()
+            srp_layer = lk.srp(data, m_list, level="layer", backend=backend)
+            step()
+            curves = {}
+            for pol in POLICY_ORDER:
+                curves[pol] = lk.hit_curve(
+                    data, pol, m=sch_m if pol == "sch" else None, level="layer", backend=backend
+                )
+                step()
+            has_domains = info["num_domains"] > 0 and all(d is not None for d in reader.domains())
+            srp_dom = sch_dom = None
+            if has_domains:
+                srp_dom = lk.srp(data, sch_m, level="model", by_domain=True, backend=backend)
+                sch_dom = lk.sch(data, sch_m, level="layer", by_domain=True, backend=backend)
+            step()
+            r = ModelResults(
+                name=s.name,
+                info=info,
+                ms=m_list,
+                srp_model=srp_model,
+                srp_layer=srp_layer,
+                curves=curves,
+                sch_m=sch_m,
+                srp_domain=srp_dom,
+                sch_domain=sch_dom,
+            )
+            short = [m for m in m_list if m > max_len]
+            if short:
+                r.notes.append(
+                    f"m = {', '.join(map(str, short))} exceed the longest sequence "
+                    f"({max_len} tokens): no windows, not plotted"
+                )
+            if 2 * r.top_k > int(info["num_experts"]):
+                r.notes.append(
+                    f"rho = 2 needs a cache of 2k = {2 * r.top_k} experts but a layer has only "
+                    f"{info['num_experts']}"
+                )
+            out.append(r)
+    finally:
+        if bar is not None:
+            bar.close()
+    return out
+
+
+# -------------------------------------------------------------------------- figures
+def _new_figure(width: float, height: float) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def _srp_values(res: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Values (NaN where there is no window) and windows of a list-of-m SRP result."""
+    v = np.asarray(res.value, dtype=np.float64).copy()
+    w = np.asarray(res.windows)
+    while w.ndim < v.ndim:
+        w = w[..., None]
+    v[np.broadcast_to(w == 0, v.shape)] = np.nan
+    return v, w
+
+
+def figure_srp_vs_m(models: Sequence[ModelResults]) -> Any:
+    """SRP against segment length m, one line per model (the paper's Figure 4 style).
+
+    With a bootstrap interval, the band shows it.
+    """
+    fig = _new_figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    all_m: set[int] = set()
+    for r in models:
+        v, _ = _srp_values(r.srp_model)
+        ms = np.asarray(r.ms, dtype=np.float64)
+        ok = np.isfinite(v)
+        (line,) = ax.plot(ms[ok], v[ok], marker="o", label=r.name)
+        all_m.update(int(m) for m in ms[ok])
+        if r.srp_model.ci is not None:
+            lo = np.asarray(r.srp_model.ci[0], dtype=np.float64)
+            hi = np.asarray(r.srp_model.ci[1], dtype=np.float64)
+            ax.fill_between(ms[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xscale("log", base=2)
+    if all_m:
+        ticks = sorted(all_m)
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(t) for t in ticks])
+    ax.set_xlabel("segment length m (tokens)")
+    ax.set_ylabel("SRP (best segment-router F1)")
+    ax.set_title("Segment routing best performance against m (model level)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def figure_hit_vs_rho(models: Sequence[ModelResults], rho_mark: float = RHO_MARK) -> Any:
+    """Hit rate against cache ratio rho for SCH, Belady, LRU and LFU; one panel per model.
+
+    Layer level, averaged over the MoE layers; a dashed vertical line marks ``rho_mark``
+    (the paper's recommended rho = 2) and the SCH value there is printed.
+    """
+    n = len(models)
+    fig = _new_figure(max(4.6 * n, 5.0), 4.0)
+    axes = fig.subplots(1, n, sharey=True, squeeze=False)[0]
+    for ax, r in zip(axes, models, strict=True):
+        for pol in POLICY_ORDER:
+            rho, h = r.mean_curve(pol)
+            label = (
+                f"SCH (m={r.sch_m})" if pol == "sch" else pol.upper().replace("BELADY", "Belady")
+            )
+            ax.plot(
+                np.concatenate([[0.0], rho]),
+                np.concatenate([[0.0], h]),
+                label=label,
+                **POLICY_STYLE[pol],
+            )
+        at = r.hit_at("sch", rho_mark)
+        if math.isfinite(at):
+            ax.axvline(rho_mark, color="#888888", ls=":", lw=1.2)
+            ax.plot([rho_mark], [at], "o", color=POLICY_STYLE["sch"]["color"])
+            ax.annotate(
+                f"ρ={rho_mark:g}: SCH {at:.3f}",
+                xy=(rho_mark, at),
+                xytext=(8, -14),
+                textcoords="offset points",
+                fontsize="small",
+            )
+        ax.set_title(r.name)
+        ax.set_xlabel("cache ratio ρ = C / k (experts cached per layer / top-k)")
+        ax.set_xlim(0, float(r.info["num_experts"]) / r.top_k)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("hit rate (mean over layers)")
+    axes[0].set_ylim(0, 1.02)
+    axes[0].legend(fontsize="small", loc="lower right")
+    fig.suptitle("Expert-cache hit rate against cache size (layer level)")
+    return fig
+
+
+def figure_layer_heatmap(models: Sequence[ModelResults]) -> Any:
+    """Per-layer SRP as a heatmap (layers x m), one panel per model, shared colour scale."""
+    n = len(models)
+    height = max(2.6, 0.3 * max(int(r.info["num_layers"]) for r in models) + 1.6)
+    fig = _new_figure(max(4.4 * n, 5.0), height)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    im = None
+    for ax, r in zip(axes, models, strict=True):
+        v, _ = _srp_values(r.srp_layer)  # (M, L)
+        grid = v.T  # (L, M)
+        im = ax.imshow(grid, aspect="auto", origin="lower", vmin=0.0, vmax=1.0, cmap="viridis")
+        L, M = grid.shape
+        ax.set_xticks(range(M))
+        ax.set_xticklabels([str(m) for m in r.ms])
+        ids = r.info.get("layer_ids")
+        ylabels = ids.split() if isinstance(ids, str) and len(ids.split()) == L else range(L)
+        step = max(1, L // 16)
+        ax.set_yticks(range(0, L, step))
+        ax.set_yticklabels([str(y) for y in list(ylabels)[::step]])
+        if L * M <= 160:
+            for i in range(L):
+                for j in range(M):
+                    if np.isfinite(grid[i, j]):
+                        ax.text(
+                            j,
+                            i,
+                            f"{grid[i, j]:.2f}",
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            color="white" if grid[i, j] < 0.6 else "black",
+                        )
+        ax.set_xlabel("segment length m")
+        ax.set_ylabel("MoE layer" if ids is None else "MoE layer (model layer index)")
+        ax.set_title(r.name)
+    if im is not None:
+        fig.colorbar(im, ax=list(axes), label="SRP", shrink=0.9)
+    fig.suptitle("Per-layer SRP")
+    return fig
+
+
+def figure_domains(models: Sequence[ModelResults]) -> Any | None:
+    """Per-domain bars: model-level SRP at m = sch_m and SCH at rho = 2, models side by side.
+
+    Returns None when no model has domain labels.
+    """
+    with_dom = [r for r in models if r.srp_domain is not None]
+    if not with_dom:
+        return None
+    domains: list[str] = []
+    for r in with_dom:
+        for d in r.srp_domain.domains:
+            if str(d) not in domains:
+                domains.append(str(d))
+    fig = _new_figure(max(9.0, 0.9 * len(domains) * len(with_dom) + 3.0), 4.0)
+    ax1, ax2 = fig.subplots(1, 2, sharex=True)
+    width = 0.8 / len(with_dom)
+    x = np.arange(len(domains))
+    for i, r in enumerate(with_dom):
+        idx = {str(d): j for j, d in enumerate(r.srp_domain.domains)}
+        srp = np.full(len(domains), np.nan)
+        sch = np.full(len(domains), np.nan)
+        vals = np.asarray(r.srp_domain.value, dtype=np.float64)
+        win = np.asarray(r.srp_domain.windows)
+        try:
+            sch_at = np.asarray(r.sch_domain.at(RHO_MARK), dtype=np.float64).mean(axis=-1)
+        except ValueError:
+            sch_at = np.full(len(idx), np.nan)
+        for d, j in idx.items():
+            k = domains.index(d)
+            srp[k] = vals[j] if win[j] > 0 else np.nan
+            sch[k] = sch_at[j]
+        off = (i - (len(with_dom) - 1) / 2) * width
+        ax1.bar(x + off, srp, width, label=r.name)
+        ax2.bar(x + off, sch, width, label=r.name)
+    m = with_dom[0].sch_m
+    for ax, what in (
+        (ax1, f"SRP at m = {m} (model level)"),
+        (ax2, f"SCH at ρ = {RHO_MARK:g}, m = {m} (mean over layers)"),
+    ):
+        ax.set_xticks(x)
+        ax.set_xticklabels(
+            domains,
+            rotation=30 if len(domains) > 4 else 0,
+            ha="right" if len(domains) > 4 else "center",
+        )
+        ax.set_xlabel("domain")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(what)
+        ax.grid(True, axis="y", alpha=0.3)
+    ax1.set_ylabel("SRP")
+    ax2.set_ylabel("hit rate")
+    ax1.legend(fontsize="small")
+    fig.suptitle("Routing consistency per domain")
+    return fig
+
+
+# ---------------------------------------------------------------------------- tables
+def _cell(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, (float, np.floating)):
+        return "–" if not math.isfinite(float(v)) else f"{float(v):.{digits}f}"
+    return html.escape(str(v))
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in r) + "</tr>" for r in rows)
+    c = f' class="{cls}"' if cls else ""
+    return f"<table{c}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _meta_table(models: Sequence[ModelResults]) -> str:
+    keys = [
+        ("path", "path"),
+        ("num_experts", "experts E"),
+        ("top_k", "top-k"),
+        ("num_layers", "MoE layers L"),
+        ("layer_ids", "layer ids"),
+        ("sequences", "sequences"),
+        ("tokens", "tokens"),
+        ("activations", "activations"),
+        ("domains", "domains"),
+        ("file_bytes", "file bytes"),
+        ("bytes_per_activation", "bytes / activation"),
+        ("producer", "producer"),
+        ("created", "created"),
+    ]
+    rows = [[label] + [r.info.get(k) for r in models] for k, label in keys]
+    return _table(["", *[r.name for r in models]], rows, "meta")
+
+
+def _srp_table(models: Sequence[ModelResults]) -> str:
+    ms = sorted({m for r in models for m in r.ms})
+    header = ["m"]
+    boot = any(r.srp_model.ci is not None for r in models)
+    for r in models:
+        header += [f"{r.name} SRP", "p*", "preds/acts"] + (["CI"] if boot else [])
+    rows = []
+    for m in ms:
+        row: list[Any] = [m]
+        for r in models:
+            if m not in r.ms:
+                row += [None, None, None] + ([None] if boot else [])
+                continue
+            i = r.ms.index(m)
+            v, w = _srp_values(r.srp_model)
+            row += [
+                float(v[i]),
+                int(np.asarray(r.srp_model.threshold)[i]) if np.isfinite(v[i]) else None,
+                float(np.asarray(r.srp_model.ratio)[i]),
+            ]
+            if boot:
+                ci = r.srp_model.ci
+                row.append(
+                    None
+                    if ci is None or not np.isfinite(v[i])
+                    else f"[{float(ci[0][i]):.4f}, {float(ci[1][i]):.4f}]"
+                )
+        rows.append(row)
+    return _table(header, rows)
+
+
+def _hit_table(models: Sequence[ModelResults]) -> str:
+    header = ["model", "policy", *[f"ρ={r:g}" for r in RHO_TABLE]]
+    rows = []
+    for r in models:
+        for pol in POLICY_ORDER:
+            name = f"SCH (m={r.sch_m})" if pol == "sch" else pol
+            rows.append([r.name, name, *[r.hit_at(pol, rho) for rho in RHO_TABLE]])
+    return _table(header, rows)
+
+
+def _layer_table(models: Sequence[ModelResults]) -> str:
+    parts = []
+    for r in models:
+        v, _ = _srp_values(r.srp_layer)  # (M, L)
+        header = ["layer", *[f"m={m}" for m in r.ms]]
+        rows = [[li, *[float(v[j, li]) for j in range(len(r.ms))]] for li in range(v.shape[1])]
+        parts.append(f"<h4>{html.escape(r.name)}</h4>" + _table(header, rows))
+    return "".join(parts)
+
+
+def _domain_table(models: Sequence[ModelResults]) -> str:
+    rows = []
+    for r in models:
+        if r.srp_domain is None:
+            continue
+        vals = np.asarray(r.srp_domain.value, dtype=np.float64)
+        win = np.asarray(r.srp_domain.windows)
+        try:
+            sch_at = np.asarray(r.sch_domain.at(RHO_MARK), dtype=np.float64).mean(axis=-1)
+        except ValueError:
+            sch_at = np.full(len(r.srp_domain.domains), np.nan)
+        seqs = np.asarray(r.sch_domain.sequences)
+        for j, d in enumerate(r.srp_domain.domains):
+            rows.append(
+                [r.name, d, int(seqs[j]), float(vals[j]) if win[j] else None, float(sch_at[j])]
+            )
+    if not rows:
+        return "<p>No trace has domain labels.</p>"
+    m = models[0].sch_m
+    return _table(
+        ["model", "domain", "sequences", f"SRP (m={m})", f"SCH (ρ={RHO_MARK:g}, m={m})"], rows
+    )
+
+
+# ---------------------------------------------------------------------------- output
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem auto;
+max-width:1200px;padding:0 1rem;color:#222;line-height:1.45}
+h1{margin-bottom:.2rem}.sub{color:#666;margin-top:0}
+table{border-collapse:collapse;margin:.6rem 0 1.2rem;font-size:.88rem}
+th,td{border:1px solid #ddd;padding:.25rem .55rem;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+table.meta td{text-align:left}
+figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eee}
+figcaption{color:#555;font-size:.9rem}.note{color:#8a5a00}
+"""
+
+
+def _png_bytes(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _figure_html(png: bytes, name: str, alt: str, caption: str) -> str:
+    b64 = base64.b64encode(png).decode("ascii")
+    return (
+        f'<figure><img src="data:image/png;base64,{b64}" alt="{html.escape(alt)}">'
+        f'<figcaption>{caption} (<a href="{html.escape(name)}">{html.escape(name)}</a>)'
+        "</figcaption></figure>"
+    )
+
+
+def report_rows(models: Sequence[ModelResults]) -> dict[str, list[dict[str, Any]]]:
+    """The numbers of the report as tidy rows (the same columns as ``lrc srp/curves``)."""
+    from .cli import _clean, curve_rows, srp_rows
+
+    out: dict[str, list[dict[str, Any]]] = {
+        "traces": [],
+        "srp": [],
+        "srp_layer": [],
+        "curves": [],
+        "srp_domain": [],
+        "sch_domain": [],
+    }
+    for r in models:
+        out["traces"].append(dict(r.info))
+        out["srp"].extend(srp_rows(r.name, r.srp_model))
+        out["srp_layer"].extend(srp_rows(r.name, r.srp_layer))
+        for pol in POLICY_ORDER:
+            out["curves"].extend(curve_rows(r.name, r.curves[pol], None))
+        if r.srp_domain is not None:
+            out["srp_domain"].extend(srp_rows(r.name, r.srp_domain))
+            out["sch_domain"].extend(curve_rows(r.name, r.sch_domain, None))
+    return {k: [{c: _clean(v) for c, v in row.items()} for row in rows] for k, rows in out.items()}
+
+
+def write_report(
+    sources: Sequence[Any],
+    out: str | Path,
+    *,
+    ms: Sequence[int] | None = None,
+    sch_m: int = 16,
+    bootstrap: int = 0,
+    title: str | None = None,
+    backend: str = "auto",
+    progress: Any = None,
+) -> Path:
+    """Compute the metrics of ``sources`` and write the report into directory ``out``.
+
+    Parameters
+    ----------
+    sources : sequence of lrc_kernels.cli.TraceSource
+        One trace per model (:func:`lrc_kernels.cli.open_sources`).
+    out : path
+        Output directory (created if missing). Receives ``index.html`` (self-contained),
+        ``srp_vs_m.png``, ``hit_vs_rho.png``, ``layer_srp.png``, ``domains.png`` (when any
+        trace has domain labels) and ``report.json``.
+    ms, sch_m, bootstrap, backend, progress
+        See :func:`compute_results`.
+    title : str, optional
+        Page title (default: the model names).
+
+    Returns
+    -------
+    Path
+        The path of ``index.html``.
+    """
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir} exists and is not a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    models = compute_results(
+        sources, ms=ms, sch_m=sch_m, bootstrap=bootstrap, backend=backend, progress=progress
+    )
+    return render(models, out_dir, title=title, bootstrap=bootstrap)
+
+
+def render(
+    models: Sequence[ModelResults], out_dir: Path, *, title: str | None = None, bootstrap: int = 0
+) -> Path:
+    """Draw the figures and write ``index.html``, the PNGs and ``report.json`` into out_dir."""
+    from . import __version__
+
+    names = [r.name for r in models]
+    title = title or "Local routing consistency: " + ", ".join(names)
+    figs = [
+        (
+            "srp_vs_m.png",
+            figure_srp_vs_m(models),
+            "SRP against segment length m",
+            "SRP of the best segment router against the segment length m, one line per model "
+            "(model level: one threshold for the whole model)."
+            + (f" Bands: {bootstrap}-resample bootstrap 95% intervals." if bootstrap else ""),
+        ),
+        (
+            "hit_vs_rho.png",
+            figure_hit_vs_rho(models),
+            "hit rate against cache ratio",
+            f"Hit rate of a per-layer expert cache against the cache ratio ρ = C/k, averaged over "
+            f"layers: SCH (oracle knowing the next m tokens), Belady (optimal offline), LRU, LFU. "
+            f"The dotted line marks ρ = {RHO_MARK:g}, the paper's recommended size.",
+        ),
+        (
+            "layer_srp.png",
+            figure_layer_heatmap(models),
+            "per-layer SRP heatmap",
+            "SRP of every MoE layer (rows) at every segment length m (columns).",
+        ),
+    ]
+    dom_fig = figure_domains(models)
+    if dom_fig is not None:
+        figs.append(
+            (
+                "domains.png",
+                dom_fig,
+                "per-domain SRP and SCH",
+                f"Per domain: model-level SRP at m = {models[0].sch_m} and layer-mean SCH "
+                f"at ρ = {RHO_MARK:g}.",
+            )
+        )
+    pngs = {}
+    for name, fig, _, _ in figs:
+        png = _png_bytes(fig)
+        (out_dir / name).write_bytes(png)
+        pngs[name] = png
+    rows = report_rows(models)
+    (out_dir / "report.json").write_text(json.dumps(rows, indent=1, allow_nan=False) + "\n")
+
+    notes = "".join(
+        f'<p class="note">{html.escape(r.name)}: {html.escape(n)}</p>'
+        for r in models
+        for n in r.notes
+    )
+    created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    fig_html = {name: _figure_html(pngs[name], name, alt, cap) for name, _, alt, cap in figs}
+    sections = [
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="sub">lrc_kernels {html.escape(__version__)} · {created} · '
+        "metrics of <i>Not All Models Suit Expert Offloading</i> (arXiv 2505.16056)</p>",
+        notes,
+        "<h2>Traces</h2>",
+        _meta_table(models),
+        "<h2>Segment routing best performance (SRP)</h2>",
+        "<p>How well a router that fixes its experts for a whole segment of m tokens could "
+        "match the real routing (F1 at the best threshold p*; preds/acts: experts the segment "
+        "router keeps per real activation). Higher is better for expert offloading.</p>",
+        fig_html["srp_vs_m.png"],
+        _srp_table(models),
+        "<h2>Expert-cache hit rate</h2>",
+        fig_html["hit_vs_rho.png"],
+        _hit_table(models),
+        "<h2>SRP per layer</h2>",
+        fig_html["layer_srp.png"],
+        _layer_table(models),
+        "<h2>Per domain</h2>",
+        fig_html.get("domains.png", ""),
+        _domain_table(models),
+        '<p class="sub">All numbers as tidy rows: <a href="report.json">report.json</a>.</p>',
+    ]
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        + "\n".join(s for s in sections if s)
+        + "</body></html>\n"
+    )
+    index = out_dir / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index
