@@ -725,19 +725,23 @@ class _File:
                 reader = ipc.open_file(f)
                 schema = reader.schema
                 self.num_batches = reader.num_record_batches
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (pa.ArrowException, OSError) as exc:
             self.complete = False
             self.tail_error = str(exc)
             schema = self._stream_schema()
             self.num_batches = None  # counted by the index scan
-        self._parse_schema(schema)
+        try:
+            self._parse_schema(schema)
+        except (pa.ArrowException, UnicodeDecodeError) as exc:
+            raise TraceFileError(f"{self.name}: malformed Arrow schema ({exc})") from None
         self._index: tuple[np.ndarray, list] | None = None
         if not self.complete:
             lengths, _ = self.index()
             msg = (
-                f"{self.name}: the trace file is incomplete (no Arrow footer: its writer was "
-                f"interrupted before close()). {self.num_batches} complete record batches "
-                f"({lengths.shape[0]} sequences, {int(lengths.sum())} tokens) are readable; "
+                f"{self.name}: the trace file is incomplete (no valid Arrow footer: its writer "
+                "was interrupted before close(), or the footer is damaged). "
+                f"{self.num_batches} complete record batches ({lengths.shape[0]} sequences, "
+                f"{int(lengths.sum())} tokens) are readable; "
                 f"the tail after them is cut or missing ({self.stop_reason})."
             )
             if not allow_incomplete:
@@ -779,7 +783,7 @@ class _File:
         try:
             f, r = self._open_stream()
             return r.schema
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (pa.ArrowException, OSError) as exc:
             raise IncompleteTraceError(
                 f"{self.name}: the trace file is truncated before its schema ended; it holds "
                 f"no readable data ({exc})"
@@ -850,9 +854,21 @@ class _File:
                 )
             return t.value_type.value_type.value_type
 
-        for col in ("domain", "length", "experts"):
+        want = ["domain", "length", "experts"]
+        wdt = self.info.get("weights_dtype")
+        if wdt is not None:
+            want.append("weights")
+        if self.info.get("token_ids"):
+            want.append("token_ids")
+        for col in want:
             if col not in schema.names:
                 raise TraceFileError(f"{self.name}: trace file lacks the '{col}' column")
+        extra = [c for c in schema.names if c not in want]
+        if extra:
+            raise TraceFileError(
+                f"{self.name}: unexpected columns {extra} for trace format version "
+                f"{FORMAT_VERSION} (expected {want})"
+            )
         leaf = nested_leaf("experts")
         if not pa.types.is_unsigned_integer(leaf) or np.iinfo(leaf.to_pandas_dtype()).max < (
             self.E - 1
@@ -862,8 +878,13 @@ class _File:
                 f"num_experts - 1 = {self.E - 1}"
             )
         self.id_dtype = np.dtype(leaf.to_pandas_dtype())
-        if self.has_weights and not pa.types.is_floating(nested_leaf("weights")):
-            raise TraceFileError(f"{self.name}: 'weights' column is not floating point")
+        if self.has_weights and str(nested_leaf("weights")) != {
+            "float16": "halffloat",
+            "float32": "float",
+        }.get(wdt):
+            raise TraceFileError(
+                f"{self.name}: 'weights' column type does not match weights_dtype={wdt!r}"
+            )
         dt = schema.field("domain").type
         if not (pa.types.is_dictionary(dt) and pa.types.is_string(dt.value_type)):
             raise TraceFileError(
@@ -888,12 +909,12 @@ class _File:
             with pa.OSFile(self.name) as f:
                 try:
                     r = ipc.open_file(f, options=opts)
-                except (pa.ArrowInvalid, OSError) as exc:
+                except (pa.ArrowException, OSError) as exc:
                     raise TraceFileError(f"{self.name}: cannot open: {exc}") from None
                 for i in range(r.num_record_batches):
                     try:
                         rb, md = r.get_batch_with_custom_metadata(i)
-                    except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+                    except (pa.ArrowException, OSError) as exc:
                         raise TraceFileError(
                             f"{self.name}: record batch {i} is corrupt and cannot be decoded "
                             f"({exc})"
@@ -910,7 +931,7 @@ class _File:
                 except StopIteration:
                     self.stop_reason = "the file ends after the last complete batch"
                     break
-                except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+                except (pa.ArrowException, OSError) as exc:
                     self.stop_reason = f"batch {i} is cut: {exc}"
                     break
                 if columns is not None:
@@ -940,46 +961,54 @@ class _File:
 
     def domains(self) -> list[str | None]:
         out: list[str | None] = []
-        for _, rb, _ in self.record_batches(["domain"]):
-            out.extend(rb.column("domain").to_pylist())
+        for i, rb, _ in self.record_batches(["domain"]):
+            out.extend(_labels(rb.column("domain"), f"{self.name}: record batch {i}"))
         return out
+
+    def _nested_column(self, rb: pa.RecordBatch, name: str, where: str):
+        """(sequence offsets, values shaped (tokens, L, k)) of a nested column, checked."""
+        col = rb.column(name)
+        col.validate(full=True)
+        lay = col.values
+        if col.null_count or lay.null_count or lay.values.null_count:
+            raise TraceFileError(f"{where}: null entries in '{name}'")
+        off = col.offsets.to_numpy().astype(np.int64)
+        off -= off[0]
+        flat = col.flatten().flatten().flatten()
+        if flat.null_count or len(flat) != off[-1] * self.L * self.k:
+            raise TraceFileError(f"{where}: '{name}' has the wrong number of values")
+        vals = flat.to_numpy(zero_copy_only=False).reshape(-1, self.L, self.k)
+        return off, vals
 
     def decode(self, i: int, rb: pa.RecordBatch, md: Any, first: int, weights: bool) -> dict:
         """Arrays of one record batch, checked; ``first`` = file index of its first sequence."""
         where = f"{self.name}: record batch {i}"
         try:
-            ex = rb.column("experts")
-            if ex.null_count or ex.values.null_count or ex.values.values.null_count:
-                raise TraceFileError(f"{where}: null entries in 'experts'")
-            ex.validate(full=True)
-            off = ex.offsets.to_numpy().astype(np.int64)
-            off -= off[0]
-            flat = ex.flatten().flatten().flatten()
-            if flat.null_count:
-                raise TraceFileError(f"{where}: null expert ids")
-            ids = flat.to_numpy(zero_copy_only=True).reshape(-1, self.L, self.k)
-            lengths = rb.column("length").to_numpy()
+            lengths = rb.column("length")
+            if lengths.null_count:
+                raise TraceFileError(f"{where}: null entries in 'length'")
+            lengths = lengths.to_numpy()
+            off, ids = self._nested_column(rb, "experts", where)
+            if not np.array_equal(np.diff(off), lengths):
+                raise TraceFileError(f"{where}: the 'length' column disagrees with 'experts'")
+            w = None
+            if weights and self.has_weights:
+                w_off, w = self._nested_column(rb, "weights", where)
+                if not np.array_equal(w_off, off):
+                    raise TraceFileError(f"{where}: 'weights' do not line up with 'experts'")
+            tok = None
+            if self.has_tokens and "token_ids" in rb.schema.names:
+                tc = rb.column("token_ids")
+                tc.validate(full=True)
+                t_off = tc.offsets.to_numpy().astype(np.int64)
+                tok = tc.flatten()
+                if tc.null_count or tok.null_count or not np.array_equal(t_off - t_off[0], off):
+                    raise TraceFileError(f"{where}: 'token_ids' do not line up with 'experts'")
+                tok = tok.to_numpy(zero_copy_only=False)
         except TraceFileError:
             raise
-        except (pa.ArrowException, ValueError) as exc:
-            raise TraceFileError(f"{where}: malformed 'experts' column ({exc})") from None
-        if ids.shape[0] != off[-1] or not np.array_equal(np.diff(off), lengths):
-            raise TraceFileError(f"{where}: the 'length' column disagrees with 'experts'")
-        w = None
-        if weights and self.has_weights:
-            wc = rb.column("weights")
-            if wc.null_count or not np.array_equal(
-                wc.offsets.to_numpy() - wc.offsets[0].as_py(), off
-            ):
-                raise TraceFileError(f"{where}: 'weights' do not line up with 'experts'")
-            w = wc.flatten().flatten().flatten().to_numpy(zero_copy_only=False)
-            w = w.reshape(ids.shape)
-        tok = None
-        if self.has_tokens and "token_ids" in rb.schema.names:
-            tc = rb.column("token_ids")
-            tok = tc.flatten().to_numpy(zero_copy_only=False)
-            if tok.shape[0] != ids.shape[0]:
-                raise TraceFileError(f"{where}: 'token_ids' do not line up with 'experts'")
+        except (pa.ArrowException, ValueError, IndexError) as exc:
+            raise TraceFileError(f"{where}: malformed record batch ({exc})") from None
         stored = md or {}
         for key, arrays in (
             ("experts", (lengths, ids)),
@@ -1001,7 +1030,7 @@ class _File:
         elif dom_col.null_count:
             raise TraceFileError(f"{where}: some sequences have a domain label, others not")
         else:
-            labels = dom_col.to_pylist()
+            labels = _labels(dom_col, where)
             want = (md or {}).get(f"{_CRC_KEY}.domain".encode())
             if want is not None and _crc_bytes(_domain_bytes(labels)).encode() != want:
                 raise TraceFileError(f"{where}: checksum mismatch in 'domain' (corrupt file)")
@@ -1044,6 +1073,14 @@ class _File:
                 meta[key] = info[key]
         meta["source_file"] = self.name
         return meta
+
+
+def _labels(col: pa.Array, where: str) -> list:
+    try:
+        col.validate(full=True)
+        return col.to_pylist()
+    except (pa.ArrowException, ValueError, IndexError, UnicodeDecodeError) as exc:
+        raise TraceFileError(f"{where}: malformed 'domain' column ({exc})") from None
 
 
 class TraceReader:
