@@ -50,7 +50,9 @@ def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
 def _check_int(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         if isinstance(value, (float, np.floating)) and float(value).is_integer():
-            raise TypeError(f"{name} must be an integer, got the float {value!r}; use int({value!r})")
+            raise TypeError(
+                f"{name} must be an integer, got the float {value!r}; use int({value!r})"
+            )
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
@@ -71,8 +73,10 @@ def _check_ms(m: Any) -> tuple[np.ndarray, bool]:
 def _is_path_source(obj: Any) -> bool:
     if isinstance(obj, (str, bytes)) or hasattr(obj, "__fspath__"):
         return True
-    if isinstance(obj, (list, tuple)) and obj and all(
-        isinstance(o, (str, bytes)) or hasattr(o, "__fspath__") for o in obj
+    if (
+        isinstance(obj, (list, tuple))
+        and obj
+        and all(isinstance(o, (str, bytes)) or hasattr(o, "__fspath__") for o in obj)
     ):
         return True
     return False
@@ -120,12 +124,7 @@ def _backend(name: str, trace: Trace):
     if name == "gpu":
         from . import gpu
 
-        if not gpu.is_available():
-            raise RuntimeError(
-                "backend='gpu' needs CuPy and a CUDA device: install the 'gpu' extra "
-                "(pip install 'lrc-kernels[gpu]') on a machine with an NVIDIA GPU, or use "
-                "backend='cpu'"
-            )
+        gpu.require()  # says which fix is needed: installing CuPy, or a device / driver
         return gpu, trace.experts
     experts = trace.experts
     if on_device:  # explicit request for a host backend: one copy to the host
@@ -134,13 +133,9 @@ def _backend(name: str, trace: Trace):
         from . import reference
 
         return reference, experts
-    from .cpu import _srp, _stack
+    from . import cpu
 
-    class _CPU:
-        window_hist_table = staticmethod(_srp.window_hist_table)
-        stack_stats_table = staticmethod(_stack.stack_stats_table)
-
-    return _CPU, experts
+    return cpu, experts
 
 
 class _Codes:
@@ -322,8 +317,13 @@ def srp(
                     "LRC_BOOTSTRAP_TABLE_LIMIT (bytes)"
                 )
             t = bk.window_hist_table(
-                experts, batch.offsets, batch.num_experts, ms,
-                np.arange(S_b, dtype=np.int64), S_b, per_expert,
+                experts,
+                batch.offsets,
+                batch.num_experts,
+                ms,
+                np.arange(S_b, dtype=np.int64),
+                S_b,
+                per_expert,
             )
             seq_tables.append(t)
             gsum = np.zeros((G,) + t.shape[1:], np.int64)
@@ -361,9 +361,9 @@ def srp(
         S = lengths.shape[0]
         rng = np.random.default_rng(seed)
         draws = rng.integers(0, S, size=(B, S)) if S else np.zeros((B, 0), np.int64)
-        Wmat = np.bincount(
-            (draws + (np.arange(B) * S)[:, None]).ravel(), minlength=B * S
-        ).reshape(B, S)
+        Wmat = np.bincount((draws + (np.arange(B) * S)[:, None]).ravel(), minlength=B * S).reshape(
+            B, S
+        )
         seq_all = seq_tables[0] if len(seq_tables) == 1 else np.concatenate(seq_tables)
     for mi, mm in enumerate(ms):
         mm = int(mm)
@@ -412,7 +412,7 @@ def srp(
         res._activation_ratio = pack(
             [
                 _act_ratio(streamed_act[..., int(c) : int(c) + int(mm) + 1], int(mm), w, by_domain)
-                for c, mm, w in zip(cols, ms, _win_list(windows, single_m, by_domain))
+                for c, mm, w in zip(cols, ms, [np.atleast_1d(w) for w in windows], strict=True)
             ]
         )
     else:
@@ -420,16 +420,15 @@ def srp(
 
         def _lazy() -> Any:
             return srp(
-                src, ms[0] if single_m else list(ms), level="expert", by_domain=by_domain,
+                src,
+                ms[0] if single_m else list(ms),
+                level="expert",
+                by_domain=by_domain,
                 backend=backend,
             ).activation_ratio
 
         res._activation_fn = _lazy
     return res
-
-
-def _win_list(windows: list[np.ndarray], single_m: bool, by_domain: bool) -> list[np.ndarray]:
-    return [np.atleast_1d(w) for w in windows]
 
 
 def _act_ratio(tab: np.ndarray, m: int, win: np.ndarray, by_domain: bool) -> np.ndarray:
@@ -553,13 +552,20 @@ def hit_curve(
         first = _check_shape(first, batch)
         bk, experts = _backend(backend, batch)
         dcode = dom.codes(_domain_labels(batch, by_domain))
-        keys = list(zip(dcode.tolist(), batch.lengths.tolist()))
+        keys = list(zip(dcode.tolist(), batch.lengths.tolist(), strict=True))
         group = lens.codes(keys)
         G = len(lens.index)
         for mi, mm in enumerate(ms):
             t = bk.stack_stats_table(
-                experts, batch.offsets, batch.num_experts, policy,
-                int(mm) if policy == "sch" else None, model_level, bool(warm_start), group, G,
+                experts,
+                batch.offsets,
+                batch.num_experts,
+                policy,
+                int(mm) if policy == "sch" else None,
+                model_level,
+                bool(warm_start),
+                group,
+                G,
             )
             acc = _grow(tables[mi], G, t)
             acc[: t.shape[0]] += t
@@ -646,8 +652,15 @@ def sch(
     Definition: ``docs/metrics.md``, "The priority stack" (SCH priority).
     """
     return hit_curve(
-        trace, "sch", m=m, level=level, warm_start=warm_start, num_experts=num_experts,
-        by_domain=by_domain, backend=backend, progress=progress,
+        trace,
+        "sch",
+        m=m,
+        level=level,
+        warm_start=warm_start,
+        num_experts=num_experts,
+        by_domain=by_domain,
+        backend=backend,
+        progress=progress,
     )
 
 

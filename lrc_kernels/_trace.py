@@ -60,9 +60,7 @@ def _check_int_array(a: np.ndarray, what: str) -> None:
 
 
 def _validate_num_experts(num_experts: Any) -> int:
-    if isinstance(num_experts, (bool, np.bool_)) or not isinstance(
-        num_experts, (int, np.integer)
-    ):
+    if isinstance(num_experts, (bool, np.bool_)) or not isinstance(num_experts, (int, np.integer)):
         raise TypeError(f"num_experts must be a positive integer, got {num_experts!r}")
     if num_experts < 1:
         raise ValueError(f"num_experts must be >= 1, got {num_experts}")
@@ -187,8 +185,7 @@ class Trace:
             )
         if off[-1] != N:
             raise ValueError(
-                f"offsets must end at the number of token rows N = {N}, got offsets[-1] = "
-                f"{off[-1]}"
+                f"offsets must end at the number of token rows N = {N}, got offsets[-1] = {off[-1]}"
             )
         return np.ascontiguousarray(off)
 
@@ -308,12 +305,23 @@ class Trace:
         lay = slice(None) if layers is None else np.asarray(layers, dtype=np.int64)
         if layers is not None and (lay.min() < 0 or lay.max() >= self.num_layers):
             raise ValueError(f"layers {layers!r} out of range [0, {self.num_layers})")
-        ex = np.ascontiguousarray(self._experts[rows][:, lay])
+        if _is_device_array(self._experts):  # stay on the device
+            import cupy as cp
+
+            lay_d = lay if isinstance(lay, slice) else cp.asarray(lay)
+            ex = cp.ascontiguousarray(self._experts[cp.asarray(rows)][:, lay_d])
+        else:
+            ex = np.ascontiguousarray(self._experts[rows][:, lay])
         w = None if self._weights is None else np.ascontiguousarray(self._weights[rows][:, lay])
         off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
         dom = None if self._domains is None else self._domains[idx]
         return Trace(
-            ex, off, num_experts=self._num_experts, domains=dom, weights=w, meta=self._meta,
+            ex,
+            off,
+            num_experts=self._num_experts,
+            domains=dom,
+            weights=w,
+            meta=self._meta,
             _validated=True,
         )
 
@@ -333,9 +341,13 @@ class Trace:
                 if self._domains is not None:
                     dom.append(self._domains[s])
         return Trace(
-            self._experts, np.asarray(new_off, np.int64), num_experts=self._num_experts,
-            domains=dom if self._domains is not None else None, weights=self._weights,
-            meta=self._meta, _validated=True,
+            self._experts,
+            np.asarray(new_off, np.int64),
+            num_experts=self._num_experts,
+            domains=dom if self._domains is not None else None,
+            weights=self._weights,
+            meta=self._meta,
+            _validated=True,
         )
 
     def __repr__(self) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from strategies import make_ids
 
 import lrc_kernels as lk
-from strategies import make_ids
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +50,17 @@ def test_select_and_split(small):
 def test_array_forms_agree(small):
     x = small.experts[:120].reshape(3, 40, 3, 4)
     four = lk.srp(x, 8, level="layer", num_experts=16)
-    as_trace = lk.srp(lk.Trace(x.reshape(120, 3, 4), [0, 40, 80, 120], num_experts=16), 8,
-                      level="layer")
+    as_trace = lk.srp(
+        lk.Trace(x.reshape(120, 3, 4), [0, 40, 80, 120], num_experts=16), 8, level="layer"
+    )
     np.testing.assert_array_equal(four.value, as_trace.value)
     one_layer = lk.sch(small[0][:, 1], 4, num_experts=16)
-    np.testing.assert_array_equal(one_layer.rates[0],
-                                  lk.sch(small.select(sequences=[0]), 4).rates[1])
+    np.testing.assert_array_equal(
+        one_layer.rates[0], lk.sch(small.select(sequences=[0]), 4).rates[1]
+    )
 
 
-@pytest.mark.parametrize(
-    "level,shape", [("model", ()), ("layer", (3,)), ("expert", (3, 16))]
-)
+@pytest.mark.parametrize("level,shape", [("model", ()), ("layer", (3,)), ("expert", (3, 16))])
 def test_srp_shapes(small, level, shape):
     r = lk.srp(small, 4, level=level)
     assert np.shape(r.value) == shape and np.shape(r.threshold) == shape
@@ -70,8 +70,7 @@ def test_srp_shapes(small, level, shape):
     assert np.shape(r2.value) == (3, 3) + shape
     assert r2.domains == ["web", "code", "math"]
     assert r2.activation_ratio.shape == (3, 3, 3, 16)
-    np.testing.assert_array_equal(r2.value[1], lk.srp(small, 4, level=level,
-                                                      by_domain=True).value)
+    np.testing.assert_array_equal(r2.value[1], lk.srp(small, 4, level=level, by_domain=True).value)
     np.testing.assert_array_equal(
         r2.value[1, 2], lk.srp(small.select(domain="math"), 4, level=level).value
     )

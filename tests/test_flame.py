@@ -22,7 +22,7 @@ def test_flame_srp_cpu_equals_reference(flame_trace, level):
     b = lk.srp(tr, ms, level=level, backend="cpu")
     np.testing.assert_array_equal(a.value, b.value)
     np.testing.assert_array_equal(a.threshold, b.threshold)
-    for ha, hb in zip(a.histogram, b.histogram):
+    for ha, hb in zip(a.histogram, b.histogram, strict=True):
         np.testing.assert_array_equal(ha, hb)
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import backends_under_test
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import segment_lengths, traces
 
 import lrc_kernels as lk
-from conftest import backends_under_test
 from lrc_kernels import reference as ref
 from lrc_kernels.cpu import _srp, _stack
-from strategies import segment_lengths, traces
 
 FAST = [b for b in backends_under_test() if b != "reference"]
 POL = ["lru", "lfu", "belady", "sch"]
@@ -33,12 +33,19 @@ def _tables_equal(a, b):
 )
 def test_window_tables_match_reference(tr, ms, per_expert, n_groups, data):
     group = np.asarray(
-        data.draw(st.lists(st.integers(0, n_groups - 1), min_size=tr.num_sequences,
-                           max_size=tr.num_sequences)), np.int64)
-    want = ref.window_hist_table(tr.experts, tr.offsets, tr.num_experts, ms, group, n_groups,
-                                 per_expert)
-    got = _srp.window_hist_table(tr.experts, tr.offsets, tr.num_experts, ms, group, n_groups,
-                                 per_expert)
+        data.draw(
+            st.lists(
+                st.integers(0, n_groups - 1), min_size=tr.num_sequences, max_size=tr.num_sequences
+            )
+        ),
+        np.int64,
+    )
+    want = ref.window_hist_table(
+        tr.experts, tr.offsets, tr.num_experts, ms, group, n_groups, per_expert
+    )
+    got = _srp.window_hist_table(
+        tr.experts, tr.offsets, tr.num_experts, ms, group, n_groups, per_expert
+    )
     _tables_equal(got, want)
 
 
@@ -53,10 +60,21 @@ def test_window_tables_match_reference(tr, ms, per_expert, n_groups, data):
 def test_stack_tables_match_reference(tr, policy, m, model_level, warm, unpacked):
     g = np.zeros(tr.num_sequences, np.int64)
     mm = m if policy == "sch" else None
-    want = ref.stack_stats_table(tr.experts, tr.offsets, tr.num_experts, policy, mm,
-                                 model_level, warm, g, 1)
-    got = _stack.stack_stats_table(tr.experts, tr.offsets, tr.num_experts, policy, mm,
-                                   model_level, warm, g, 1, _force_unpacked=unpacked)
+    want = ref.stack_stats_table(
+        tr.experts, tr.offsets, tr.num_experts, policy, mm, model_level, warm, g, 1
+    )
+    got = _stack.stack_stats_table(
+        tr.experts,
+        tr.offsets,
+        tr.num_experts,
+        policy,
+        mm,
+        model_level,
+        warm,
+        g,
+        1,
+        _force_unpacked=unpacked,
+    )
     _tables_equal(got, want)
 
 
@@ -65,16 +83,22 @@ def test_stack_tables_match_reference(tr, policy, m, model_level, warm, unpacked
 def test_stack_tables_large_expert_counts(tr, policy, m):
     g = np.zeros(tr.num_sequences, np.int64)
     mm = m if policy == "sch" else None
-    want = ref.stack_stats_table(tr.experts, tr.offsets, tr.num_experts, policy, mm, False,
-                                 True, g, 1)
-    got = _stack.stack_stats_table(tr.experts, tr.offsets, tr.num_experts, policy, mm, False,
-                                   True, g, 1)
+    want = ref.stack_stats_table(
+        tr.experts, tr.offsets, tr.num_experts, policy, mm, False, True, g, 1
+    )
+    got = _stack.stack_stats_table(
+        tr.experts, tr.offsets, tr.num_experts, policy, mm, False, True, g, 1
+    )
     _tables_equal(got, want)
 
 
 @pytest.mark.parametrize("backend", FAST)
-@given(tr=traces(max_experts=40, domains=True), ms=st.lists(segment_lengths(30), min_size=1,
-       max_size=2), level=st.sampled_from(["model", "layer", "expert"]), by_domain=st.booleans())
+@given(
+    tr=traces(max_experts=40, domains=True),
+    ms=st.lists(segment_lengths(30), min_size=1, max_size=2),
+    level=st.sampled_from(["model", "layer", "expert"]),
+    by_domain=st.booleans(),
+)
 def test_srp_public_api_matches_reference(backend, tr, ms, level, by_domain):
     a = lk.srp(tr, ms, level=level, by_domain=by_domain, backend="reference")
     b = lk.srp(tr, ms, level=level, by_domain=by_domain, backend=backend)
@@ -83,20 +107,28 @@ def test_srp_public_api_matches_reference(backend, tr, ms, level, by_domain):
 
 
 @pytest.mark.parametrize("backend", FAST)
-@given(tr=traces(max_experts=40, domains=True), policy=st.sampled_from(POL),
-       m=segment_lengths(30), level=st.sampled_from(["layer", "model"]), warm=st.booleans(),
-       by_domain=st.booleans())
+@given(
+    tr=traces(max_experts=40, domains=True),
+    policy=st.sampled_from(POL),
+    m=segment_lengths(30),
+    level=st.sampled_from(["layer", "model"]),
+    warm=st.booleans(),
+    by_domain=st.booleans(),
+)
 def test_hit_curve_public_api_matches_reference(backend, tr, policy, m, level, warm, by_domain):
-    kw = dict(m=m if policy == "sch" else None, level=level, warm_start=warm,
-              by_domain=by_domain)
+    kw = dict(m=m if policy == "sch" else None, level=level, warm_start=warm, by_domain=by_domain)
     a = lk.hit_curve(tr, policy, backend="reference", **kw)
     b = lk.hit_curve(tr, policy, backend=backend, **kw)
     np.testing.assert_array_equal(a.rates, b.rates)
     np.testing.assert_array_equal(a.stat, b.stat)
 
 
-@given(tr=traces(max_experts=60), policy=st.sampled_from(POL), m=segment_lengths(30),
-       level=st.sampled_from(["layer", "model"]))
+@given(
+    tr=traces(max_experts=60),
+    policy=st.sampled_from(POL),
+    m=segment_lengths(30),
+    level=st.sampled_from(["layer", "model"]),
+)
 def test_curve_invariants(tr, policy, m, level):
     mm = m if policy == "sch" else None
     warm = lk.hit_curve(tr, policy, m=mm, level=level)
@@ -125,8 +157,9 @@ def test_curve_invariants(tr, policy, m, level):
             distinct = sum(len(np.unique(seq[:, l])) for l in range(tr.num_layers))
             want.append(1 - distinct / (len(seq) * A))
         else:
-            want.append([1 - len(np.unique(seq[:, l])) / (len(seq) * A)
-                         for l in range(tr.num_layers)])
+            want.append(
+                [1 - len(np.unique(seq[:, l])) / (len(seq) * A) for l in range(tr.num_layers)]
+            )
     np.testing.assert_allclose(cold.rates[..., -1], np.mean(want, axis=0), rtol=0, atol=1e-12)
     # the model-level cache of a one-layer model is the layer-level cache
     if tr.num_layers == 1 and level == "layer":
@@ -162,8 +195,12 @@ def test_srp_invariants(tr, m):
         np.testing.assert_allclose(r.activation_ratio[1], freq / tr.num_tokens, atol=1e-12)
 
 
-@given(tr=traces(max_experts=30), policy=st.sampled_from(["lru", "lfu", "sch"]),
-       m=segment_lengths(20), seed=st.integers(0, 1000))
+@given(
+    tr=traces(max_experts=30),
+    policy=st.sampled_from(["lru", "lfu", "sch"]),
+    m=segment_lengths(20),
+    seed=st.integers(0, 1000),
+)
 def test_relabelling_experts_changes_nothing(tr, policy, m, seed):
     """LRU, LFU and SCH priorities never look at expert ids (Belady's never-again order
     does), and SRP pools over experts: a consistent relabelling leaves them unchanged."""
@@ -185,8 +222,9 @@ def test_sequence_order_and_single_domain(tr, m, seed):
     c1 = lk.sch(tr, m)
     c2 = lk.sch(tr2, m)
     np.testing.assert_allclose(c1.rates, c2.rates, rtol=0, atol=1e-12)
-    one = lk.Trace(tr.experts, tr.offsets, num_experts=tr.num_experts,
-                   domains=["all"] * tr.num_sequences)
+    one = lk.Trace(
+        tr.experts, tr.offsets, num_experts=tr.num_experts, domains=["all"] * tr.num_sequences
+    )
     d = lk.srp(one, m, level="layer", by_domain=True)
     np.testing.assert_array_equal(d.value[0], a.value)
     assert d.domains == ["all"]

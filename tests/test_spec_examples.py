@@ -8,9 +8,9 @@ from fractions import Fraction as F
 
 import numpy as np
 import pytest
+from conftest import backends_under_test
 
 import lrc_kernels as lk
-from conftest import backends_under_test
 
 BACKENDS = backends_under_test()
 

@@ -79,12 +79,20 @@ def window_hist_table(experts, offsets, num_experts, ms, group, n_groups, per_ex
     N, L, k = experts.shape
     Eo = int(num_experts) if per_expert else 1
     lengths = np.diff(offsets)
-    plan = make_plan(lengths, group, n_groups, row_bytes=L * Eo * width * 8, min_tokens=int(ms.min()))
+    row_bytes = L * Eo * width * 8
+    plan = make_plan(lengths, group, n_groups, row_bytes=row_bytes, min_tokens=int(ms.min()))
     out = np.zeros((plan.n_chunks, L, Eo, width), dtype=np.int64)
     if plan.n_chunks:
         _hist_chunks(
-            experts, np.asarray(offsets, np.int64), plan.seq_order, plan.chunk_ptr, ms, cols,
-            int(num_experts), 1 if per_expert else 0, out,
+            experts,
+            np.asarray(offsets, np.int64),
+            plan.seq_order,
+            plan.chunk_ptr,
+            ms,
+            cols,
+            int(num_experts),
+            1 if per_expert else 0,
+            out,
         )
     return plan.reduce(out)
 
@@ -175,7 +183,10 @@ def best_f1_sparse(Hb: np.ndarray, row_ptr: np.ndarray, col_c: np.ndarray, m: in
     out = np.empty((Hb.shape[0], row_ptr.shape[0] - 1), np.float64)
     if out.size:
         _best_f1_sparse(
-            np.ascontiguousarray(Hb), row_ptr.astype(np.int64), col_c.astype(np.int64), int(m),
+            np.ascontiguousarray(Hb),
+            row_ptr.astype(np.int64),
+            col_c.astype(np.int64),
+            int(m),
             out,
         )
     return out

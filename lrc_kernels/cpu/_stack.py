@@ -128,8 +128,9 @@ def _stream(x, a, b, l, model, E, policy, m, warm, stat, pos, sid, sp, sl, aux, 
 
 
 @jit()
-def _stream_packed(x, a, b, l, model, E, policy, m, warm, stat, pos, stk, aux, nxt, last_seen,
-                   id_bits, ts_bits):
+def _stream_packed(
+    x, a, b, l, model, E, policy, m, warm, stat, pos, stk, aux, nxt, last_seen, id_bits, ts_bits
+):
     """Same pass as :func:`_stream`, with each stack entry packed into one int64 key.
 
     ``key = primary << (ts_bits + id_bits) | last << id_bits | id``: comparing keys compares
@@ -244,13 +245,43 @@ def _stack_chunks(
             s = seq_order[q]
             if packed:
                 _stream_packed(
-                    x, offsets[s], offsets[s + 1], l, model, E, policy, m, warm, stat,
-                    pos, sid, aux, nxt, last_seen, id_bits, ts_bits,
+                    x,
+                    offsets[s],
+                    offsets[s + 1],
+                    l,
+                    model,
+                    E,
+                    policy,
+                    m,
+                    warm,
+                    stat,
+                    pos,
+                    sid,
+                    aux,
+                    nxt,
+                    last_seen,
+                    id_bits,
+                    ts_bits,
                 )
             else:
                 _stream(
-                    x, offsets[s], offsets[s + 1], l, model, E, policy, m, warm, stat,
-                    pos, sid, sp, sl, aux, nxt, last_seen,
+                    x,
+                    offsets[s],
+                    offsets[s + 1],
+                    l,
+                    model,
+                    E,
+                    policy,
+                    m,
+                    warm,
+                    stat,
+                    pos,
+                    sid,
+                    sp,
+                    sl,
+                    aux,
+                    nxt,
+                    last_seen,
                 )
 
 
@@ -274,8 +305,17 @@ def _packing(policy: str, n_ids: int, accesses: int, max_len: int, m: int) -> tu
 
 
 def stack_stats_table(
-    experts, offsets, num_experts, policy, m, model_level, warm_start, group, n_groups,
-    *, _force_unpacked=False,
+    experts,
+    offsets,
+    num_experts,
+    policy,
+    m,
+    model_level,
+    warm_start,
+    group,
+    n_groups,
+    *,
+    _force_unpacked=False,
 ):
     """Same contract as :func:`lrc_kernels.reference.stack_stats_table`."""
     N_rows, L, k = experts.shape
@@ -293,7 +333,18 @@ def stack_stats_table(
         if _force_unpacked:
             id_bits = ts_bits = -1
         _stack_chunks(
-            experts, offsets, plan.seq_order, plan.chunk_ptr, E, POLICY_CODES[policy], mm,
-            bool(warm_start), bool(model_level), max_len, id_bits, ts_bits, out,
+            experts,
+            offsets,
+            plan.seq_order,
+            plan.chunk_ptr,
+            E,
+            POLICY_CODES[policy],
+            mm,
+            bool(warm_start),
+            bool(model_level),
+            max_len,
+            id_bits,
+            ts_bits,
+            out,
         )
     return plan.reduce(out)
