@@ -82,15 +82,19 @@ def _is_path_source(obj: Any) -> bool:
     return False
 
 
+# Tokens per batch when streaming trace files: bounds peak memory (ids, and per-batch
+# tables) whatever the file size.
+STREAM_BATCH_TOKENS = 1 << 20
+
+
 def _batches(
-    trace: Any, num_experts: int | None, progress: Any = False, max_tokens: int | None = None
+    trace: Any, num_experts: int | None, progress: Any = False
 ) -> tuple[Iterator[Trace], bool]:
     """Trace batches (whole sequences) from a Trace, an array, or trace files (streamed)."""
     if _is_path_source(trace):
         from . import io as _io
 
-        kwargs = {} if max_tokens is None else {"max_tokens": max_tokens}
-        it: Iterable[Trace] = _io.iter_trace_batches(trace, **kwargs)
+        it: Iterable[Trace] = _io.iter_trace_batches(trace, max_tokens=STREAM_BATCH_TOKENS)
         if num_experts is not None:
             it = (as_trace(b, num_experts) for b in it)
         if progress:
