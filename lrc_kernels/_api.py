@@ -351,9 +351,9 @@ def srp(
     if first is None:
         raise ValueError("the trace source holds no sequences")
     if table is None or table.shape[0] == 0:
-        # a source with no sequences at all: one empty group
+        # a source with no sequences at all: no domain, or one empty group
         Eo = first.num_experts if per_expert else 1
-        table = np.zeros((1, first.num_layers, Eo, width), np.int64)
+        table = np.zeros((0 if by_domain else 1, first.num_layers, Eo, width), np.int64)
     lengths = np.concatenate(lengths_all)
     names = dom.names if by_domain else None
     D = table.shape[0]
@@ -486,6 +486,8 @@ def _bootstrap_ci(seq_tab, c0, Wmat, dom_all, D, level, m, wl, est, confidence, 
         out_lo.append((2 * e - qhi).reshape(row_shape))
         out_hi.append((2 * e - qlo).reshape(row_shape))
     if by_domain:
+        if not out_lo:
+            return np.zeros((0,) + row_shape), np.zeros((0,) + row_shape)
         return np.stack(out_lo), np.stack(out_hi)
     return out_lo[0], out_hi[0]
 

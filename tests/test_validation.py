@@ -251,3 +251,14 @@ def test_no_input_crashes_the_interpreter_on_out_of_range_after_construction():
     for fn in (lambda: lk.srp(x, 2, num_experts=4), lambda: lk.sch(x, 2, num_experts=4)):
         with pytest.raises(ValueError, match="1000"):
             fn()
+
+
+def test_trace_without_sequences():
+    t = lk.Trace(np.zeros((0, 2, 2), np.int64), [0], num_experts=4, domains=[])
+    assert t.num_sequences == 0
+    assert lk.srp(t, [2, 3]).value.tolist() == [0.0, 0.0]
+    r = lk.srp(t, [2, 3], by_domain=True, level="layer", bootstrap=5)
+    assert r.value.shape == (2, 0, 2) and r.ci[0].shape == (2, 0, 2)
+    assert r.domains == []
+    assert lk.sch(t, 2, by_domain=True).rates.shape == (0, 2, 4)
+    assert np.isnan(lk.sch(t, 2).rates).all()
