@@ -192,23 +192,23 @@ def best_f1_sparse(Hb: np.ndarray, row_ptr: np.ndarray, col_c: np.ndarray, m: in
     return out
 
 
-@jit()
+@jit(parallel=True)
 def _nonzero_bins(tab, c0, nb):
     S, R, _ = tab.shape
     keep = np.zeros(R * nb, np.bool_)
-    for s in range(S):
-        for r in range(R):
+    for r in prange(R):
+        for s in range(S):
             for c in range(nb):
                 if tab[s, r, c0 + c] != 0:
                     keep[r * nb + c] = True
     return keep
 
 
-@jit()
+@jit(parallel=True)
 def _gather_bins(tab, c0, nb, cols, out):
     S = tab.shape[0]
     J = cols.shape[0]
-    for s in range(S):
+    for s in prange(S):
         for j in range(J):
             r = cols[j] // nb
             c = cols[j] % nb
