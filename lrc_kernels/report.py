@@ -595,22 +595,32 @@ def write_report(
     Path
         The path of ``index.html``.
     """
-    out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"--out {out_dir} exists and is not a directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _out_dir(out)
     models = compute_results(
         sources, ms=ms, sch_m=sch_m, bootstrap=bootstrap, backend=backend, progress=progress
     )
     return render(models, out_dir, title=title, bootstrap=bootstrap)
 
 
+def _out_dir(out: str | Path) -> Path:
+    d = Path(out)
+    if d.exists() and not d.is_dir():
+        raise NotADirectoryError(f"{d} exists and is not a directory; give a directory for --out")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
 def render(
-    models: Sequence[ModelResults], out_dir: Path, *, title: str | None = None, bootstrap: int = 0
+    models: Sequence[ModelResults],
+    out_dir: str | Path,
+    *,
+    title: str | None = None,
+    bootstrap: int = 0,
 ) -> Path:
     """Draw the figures and write ``index.html``, the PNGs and ``report.json`` into out_dir."""
     from . import __version__
 
+    out_dir = _out_dir(out_dir)
     names = [r.name for r in models]
     title = title or "Local routing consistency: " + ", ".join(names)
     figs = [

@@ -1,0 +1,211 @@
+"""The HTML/PNG report: figures carry titled axes and the API's numbers; files are complete."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lrc_kernels as lk
+from lrc_kernels import cli
+
+mpl = pytest.importorskip("matplotlib")
+from lrc_kernels import report  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rep")
+    a = lk.synthetic_trace(9, [80, 64, 96, 50, 70, 64, 40, 90, 64], 3, 16, 2, stay=0.8,
+                           seed=5, domains=["web", "code", "math"])  # fmt: skip
+    a = lk.Trace(a.experts, a.offsets, num_experts=16, domains=a.domains, meta={"model": "hi"})
+    b = lk.synthetic_trace(6, 48, 2, 12, 3, stay=0.1, seed=6)
+    b = lk.Trace(b.experts, b.offsets, num_experts=12, meta={"model": "lo", "layer_ids": [1, 3]})
+    pa, pb = d / "hi.lrc.arrow", d / "lo.lrc.arrow"
+    lk.write_trace(pa, a)
+    lk.write_trace(pb, b)
+    return {"a": pa, "b": pb, "A": lk.read_trace(pa), "B": lk.read_trace(pb), "dir": d}
+
+
+@pytest.fixture(scope="module")
+def models(files):
+    sources = cli.open_sources([str(files["a"]), str(files["b"])])
+    return report.compute_results(sources, ms=[1, 4, 16, 64], sch_m=8, bootstrap=30)
+
+
+def _titled(ax):
+    assert ax.get_xlabel().strip() and ax.get_ylabel().strip(), "axes must be labelled"
+
+
+# -------------------------------------------------------------------------- numbers
+def test_results_are_the_apis(models, files):
+    hi, lo = models
+    assert (hi.name, lo.name) == ("hi", "lo")
+    A = files["A"]
+    ref = lk.srp(A, [1, 4, 16, 64], bootstrap=30)
+    np.testing.assert_array_equal(hi.srp_model.value, ref.value)
+    np.testing.assert_array_equal(hi.srp_model.ci[0], ref.ci[0])
+    np.testing.assert_array_equal(
+        hi.srp_layer.value, lk.srp(A, [1, 4, 16, 64], level="layer").value
+    )
+    for pol in report.POLICY_ORDER:
+        c = lk.hit_curve(A, pol, m=8 if pol == "sch" else None)
+        np.testing.assert_array_equal(hi.curves[pol].rates, c.rates)
+    assert hi.srp_domain is not None and lo.srp_domain is None
+    np.testing.assert_array_equal(hi.srp_domain.value, lk.srp(A, 8, by_domain=True).value)
+    assert hi.hit_at("sch", 2) == float(np.mean(lk.sch(A, 8).at(2)))
+
+
+# -------------------------------------------------------------------------- figures
+def test_srp_vs_m_figure(models):
+    fig = report.figure_srp_vs_m(models)
+    (ax,) = fig.axes
+    _titled(ax)
+    assert "m" in ax.get_xlabel() and "SRP" in ax.get_ylabel() and ax.get_title()
+    assert ax.get_xscale() == "log"
+    lines = ax.get_lines()
+    assert [ln.get_label() for ln in lines] == ["hi", "lo"]
+    for ln, r in zip(lines, models, strict=True):
+        x, y = ln.get_data()
+        ok = np.asarray(r.srp_model.windows) > 0
+        np.testing.assert_array_equal(x, np.asarray(r.ms)[ok])
+        np.testing.assert_array_equal(y, np.asarray(r.srp_model.value)[ok])
+    # m = 64 exceeds model "lo"'s 48-token sequences: not plotted, and said in a note
+    assert 64 not in lines[1].get_data()[0]
+    assert any("exceed" in n for n in models[1].notes)
+    assert len(ax.collections) == 2  # one bootstrap band per model
+
+
+def test_hit_vs_rho_figure_marks_rho_2(models):
+    fig = report.figure_hit_vs_rho(models)
+    axes = [ax for ax in fig.axes]
+    assert len(axes) == 2
+    for ax, r in zip(axes, models, strict=True):
+        assert ax.get_title() == r.name
+        assert "ρ" in ax.get_xlabel()
+        lines = {ln.get_label(): ln for ln in ax.get_lines()}
+        for pol, label in (("sch", "SCH (m=8)"), ("lru", "LRU"), ("lfu", "LFU"),
+                           ("belady", "Belady")):  # fmt: skip
+            x, y = lines[label].get_data()
+            rho, h = r.mean_curve(pol)
+            np.testing.assert_array_equal(x[1:], rho)
+            np.testing.assert_allclose(y[1:], h, rtol=0, atol=1e-12)
+            assert x[0] == 0 and y[0] == 0
+        # the rho = 2 marker: a vertical line at x = 2 and the SCH point on it
+        vlines = [ln for ln in ax.get_lines() if np.all(np.asarray(ln.get_xdata()) == 2.0)]
+        assert vlines, "rho = 2 must be marked"
+        texts = [t.get_text() for t in ax.texts]
+        assert any(t.startswith("ρ=2: SCH ") for t in texts)
+        assert f"{r.hit_at('sch', 2):.3f}" in " ".join(texts)
+    _titled(axes[0])
+    assert fig.get_suptitle()
+
+
+def test_layer_heatmap_figure(models):
+    fig = report.figure_layer_heatmap(models)
+    panels = [ax for ax in fig.axes if ax.get_images()]
+    assert len(panels) == 2
+    for ax, r in zip(panels, models, strict=True):
+        _titled(ax)
+        arr = np.ma.filled(ax.get_images()[0].get_array(), np.nan)
+        want = np.asarray(r.srp_layer.value, dtype=float).T.copy()
+        want[:, np.asarray(r.srp_layer.windows) == 0] = np.nan
+        np.testing.assert_array_equal(arr, want)
+        assert [t.get_text() for t in ax.get_xticklabels()] == [str(m) for m in r.ms]
+    # model "lo" has layer ids: they label its rows
+    assert [t.get_text() for t in panels[1].get_yticklabels()] == ["1", "3"]
+    assert any(ax.get_ylabel() == "SRP" for ax in fig.axes)  # the colour bar
+
+
+def test_domain_figure(models, files):
+    fig = report.figure_domains(models)
+    ax1, ax2 = fig.axes
+    for ax in (ax1, ax2):
+        _titled(ax)
+        assert ax.get_title()
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["web", "code", "math"]
+    heights = [p.get_height() for p in ax1.patches]
+    np.testing.assert_array_equal(heights, lk.srp(files["A"], 8, by_domain=True).value)
+    sch = lk.sch(files["A"], 8, by_domain=True).at(2).mean(axis=-1)
+    np.testing.assert_allclose([p.get_height() for p in ax2.patches], sch, rtol=0, atol=1e-12)
+    assert report.figure_domains(models[1:]) is None  # no labels, no figure
+
+
+def _png_pixels(data: bytes) -> np.ndarray:
+    import io
+
+    from matplotlib import image
+
+    return image.imread(io.BytesIO(data), format="png")
+
+
+# ---------------------------------------------------------------------- whole report
+def test_write_report_files(models, files, tmp_path):
+    out = tmp_path / "r"
+    index = report.render(models, out, bootstrap=30)
+    assert index == out / "index.html"
+    names = {p.name for p in out.iterdir()}
+    assert names == {"index.html", "report.json", "srp_vs_m.png", "hit_vs_rho.png",
+                     "layer_srp.png", "domains.png"}  # fmt: skip
+    for png in ("srp_vs_m.png", "hit_vs_rho.png", "layer_srp.png", "domains.png"):
+        data = (out / png).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+        px = _png_pixels(data)
+        assert px.shape[0] > 250 and px.shape[1] > 500 and float(px[..., :3].std()) > 0.05
+    # the hit-rate figure shows the SCH curve in its red
+    px = _png_pixels((out / "hit_vs_rho.png").read_bytes())[..., :3]
+    red = (px[..., 0] > 0.75) & (px[..., 1] < 0.3) & (px[..., 2] < 0.3)
+    assert red.sum() > 500
+    page = index.read_text()
+    imgs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(imgs) == 4  # self-contained: every figure embedded
+    assert base64.b64decode(imgs[1]) == (out / "hit_vs_rho.png").read_bytes()
+    for needle in ("<h2>Traces</h2>", "hi", "lo", "web", "bytes / activation", "ρ=2"):
+        assert needle in page
+    ref = lk.srp(files["A"], [1, 4, 16, 64])
+    assert f"{float(ref.value[2]):.4f}" in page
+    rows = json.loads((out / "report.json").read_text())
+    assert set(rows) == {"traces", "srp", "srp_layer", "curves", "srp_domain", "sch_domain"}
+    assert [r["srp"] for r in rows["srp"] if r["model"] == "hi"] == [float(v) for v in ref.value]
+    assert len(rows["curves"]) == 4 * (3 * 16 + 2 * 12)
+
+
+def test_report_rho_2_impossible_is_a_note(tmp_path):
+    tr = lk.synthetic_trace(4, 40, 2, 5, 3, seed=2)  # 2k = 6 > E = 5
+    p = tmp_path / "t.lrc.arrow"
+    lk.write_trace(p, tr)
+    (r,) = report.compute_results(cli.open_sources([str(p)]), ms=[2, 8], sch_m=4)
+    assert any("rho = 2" in n for n in r.notes)
+    assert np.isnan(r.hit_at("sch", 2))
+    fig = report.figure_hit_vs_rho([r])
+    assert not fig.axes[0].texts  # nothing marked at an impossible size
+    index = report.render([r], tmp_path / "out")
+    assert "rho = 2 needs a cache of 2k = 6" in index.read_text()
+    assert not (tmp_path / "out" / "domains.png").exists()
+
+
+def test_lrc_report_subprocess(files, tmp_path):
+    out = tmp_path / "report"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lrc_kernels", "report", str(files["a"]), str(files["b"]),
+         "--out", str(out), "--m", "2", "8", "32", "--title", "Two toys"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(out / "index.html")
+    page = (out / "index.html").read_text()
+    assert "<title>Two toys</title>" in page
+    for png in ("srp_vs_m.png", "hit_vs_rho.png", "layer_srp.png", "domains.png"):
+        assert (out / png).stat().st_size > 10_000
