@@ -18,6 +18,7 @@ import os
 import warnings
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from ._trace import Trace, _to_numpy, _validate_num_experts, id_dtype_for
+from .cpu._jit import jit, prange
 
 __all__ = [
     "FORMAT_NAME",
@@ -558,15 +560,55 @@ def _checked_ids(x: np.ndarray, E: int, where) -> np.ndarray:
                 "num_experts and that padding (e.g. -1) was removed"
             )
     y = np.array(x, dtype=id_dtype_for(E), order="C", copy=True)
-    _check_duplicates(y, where)
+    _check_duplicates(y, where, E)
     return y
 
 
-def _check_duplicates(y: np.ndarray, where) -> None:
-    if y.size and y.shape[2] > 1:
-        from .cpu._validate import first_duplicate
+@jit(parallel=True)
+def _first_duplicate_stamped(x, E):  # pragma: no cover - compiled
+    # O(k) per (token, layer): stamp each id with a per-(token, layer) tag; ids < E
+    N, L, k = x.shape
+    n_chunks = min(N, 256)
+    size = (N + n_chunks - 1) // n_chunks
+    found = np.full(n_chunks, -1, np.int64)
+    slot = np.zeros(n_chunks, np.int64)
+    for c in prange(n_chunks):
+        stamp = np.zeros(E, np.int64)
+        tag = 0
+        for r in range(c * size, min(N, (c + 1) * size)):
+            for l in range(L):
+                tag += 1
+                for j in range(k):
+                    e = x[r, l, j]
+                    if stamp[e] == tag:
+                        found[c] = r * L + l
+                        slot[c] = j
+                        break
+                    stamp[e] = tag
+                if found[c] >= 0:
+                    break
+            if found[c] >= 0:
+                break
+    for c in range(n_chunks):
+        if found[c] >= 0:
+            return found[c] // L, found[c] % L, slot[c]
+    return -1, -1, -1
 
-        r, l, j = first_duplicate(y)
+
+def _first_duplicate(y: np.ndarray, E: int) -> tuple[int, int, int]:
+    """(row, layer, slot) of the first id repeated within its token, or (-1, -1, -1)."""
+    if E <= 65536:
+        r, l, j = _first_duplicate_stamped(y, E)
+        return int(r), int(l), int(j)
+    from .cpu._validate import first_duplicate
+
+    return first_duplicate(y)
+
+
+def _check_duplicates(y: np.ndarray, where, E: int) -> None:
+    """Raise naming the first repeated id; ``y`` holds ids already checked to be < E."""
+    if y.size and y.shape[2] > 1:
+        r, l, j = _first_duplicate(y, E)
         if r >= 0:
             raise ValueError(
                 f"{where(r)}, layer {l}: expert id {int(y[r, l, j])} appears twice among the "
@@ -911,15 +953,28 @@ class _File:
                     r = ipc.open_file(f, options=opts)
                 except (pa.ArrowException, OSError) as exc:
                     raise TraceFileError(f"{self.name}: cannot open: {exc}") from None
-                for i in range(r.num_record_batches):
+                n = r.num_record_batches
+
+                def fetch(i: int):
                     try:
-                        rb, md = r.get_batch_with_custom_metadata(i)
+                        return r.get_batch_with_custom_metadata(i), None
                     except (pa.ArrowException, OSError) as exc:
-                        raise TraceFileError(
-                            f"{self.name}: record batch {i} is corrupt and cannot be decoded "
-                            f"({exc})"
-                        ) from None
-                    yield i, rb, md
+                        return None, exc
+
+                # decode the next batch in a thread (pyarrow releases the GIL) while the
+                # caller works on this one: one batch of read-ahead
+                with ThreadPoolExecutor(1) as pool:
+                    nxt = pool.submit(fetch, 0) if n else None
+                    for i in range(n):
+                        got, exc = nxt.result()
+                        if i + 1 < n:
+                            nxt = pool.submit(fetch, i + 1)
+                        if exc is not None:
+                            raise TraceFileError(
+                                f"{self.name}: record batch {i} is corrupt and cannot be "
+                                f"decoded ({exc})"
+                            )
+                        yield i, got[0], got[1]
             return
         f, r = self._open_stream()
         try:
@@ -1052,7 +1107,7 @@ class _File:
         if ids.dtype != canon:
             ids = ids.astype(canon)
         try:
-            _check_duplicates(np.ascontiguousarray(ids), at)
+            _check_duplicates(np.ascontiguousarray(ids), at, self.E)
         except ValueError as exc:
             raise TraceFileError(str(exc)) from None
         if w is not None:

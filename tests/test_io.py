@@ -403,3 +403,24 @@ def test_lazy_exports():
 
     for name in ("read_trace", "write_trace", "TraceWriter", "TraceReader", "iter_trace_batches"):
         assert getattr(lk, name) is getattr(io, name)
+
+
+@given(
+    E=st.sampled_from([2, 5, 64, 300]),
+    k=st.integers(2, 6),
+    n=st.integers(1, 700),
+    L=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+    dups=st.integers(0, 3),
+)
+def test_fast_duplicate_scan_matches_the_plain_one(E, k, n, L, seed, dups):
+    from lrc_kernels.cpu._validate import first_duplicate
+    from lrc_kernels.io import _first_duplicate
+
+    k = min(k, E)
+    rng = np.random.default_rng(seed)
+    x = np.argsort(rng.random((n, L, E)), axis=2)[:, :, :k].astype(np.uint16)
+    for _ in range(dups):  # plant repeats
+        r, l, j = rng.integers(n), rng.integers(L), rng.integers(1, k)
+        x[r, l, j] = x[r, l, rng.integers(j)]
+    assert _first_duplicate(x, E) == first_duplicate(x)
