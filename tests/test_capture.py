@@ -355,6 +355,20 @@ def test_several_forwards_append_sequences_in_row_order_with_domains():
     np.testing.assert_array_equal(t2.experts, tr.experts[tr.offsets[2] : tr.offsets[5]])
 
 
+@pytest.mark.parametrize("family", ["mixtral", "llama4_text", "switch_transformers"])
+def test_capture_with_autograd_enabled(family):
+    # training-style forward: gate weights require grad; capture must not keep the graph
+    m = get_model(family)
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+    kw = {"decoder_input_ids": ids[:, :2]} if family in SEQ2SEQ_FAMILIES else {}
+    with capture(m, weights=True) as cap:
+        out = m(input_ids=ids, **kw)
+        out.logits.sum().backward()
+    m.zero_grad(set_to_none=True)
+    tr = next(iter(cap.traces().values()))
+    assert tr.num_tokens == 8 and tr.weights is not None
+
+
 def test_hooks_removed_on_exit_and_on_error():
     m = get_model("olmoe")
 

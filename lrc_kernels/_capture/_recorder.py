@@ -5,9 +5,9 @@ decoder of a seq2seq model):
 
 1. A pre-hook on the group's layer stack reads the batch shape ``(B, S)``, the 2-D attention
    mask and the KV-cache length (host-side metadata only) and allocates one id buffer
-   ``(B*S, L*k + 1)`` on the model's device (plus a ``(B*S, L, k)`` weight buffer when asked).
-   The last id column receives the attention mask of the step's tokens.
-2. Each MoE layer's hook copies its ``(T, k)`` indices into its columns: a device-to-device
+   ``L*B*S*k + B*S`` on the model's device, layer-major (plus an ``(L, B*S, k)`` weight
+   buffer when asked); its last ``B*S`` entries receive the attention mask of the step.
+2. Each MoE layer's hook copies its ``(T, k)`` indices into its block: a device-to-device
    copy, no host synchronisation.
 3. A forward hook on the stack issues one non-blocking copy of the buffer to pinned host
    memory (CUDA; on the CPU the buffer already is host memory), records an event, and hands
@@ -249,18 +249,21 @@ class Recorder:
             cont = past > 0 or (mask is not None and mask.shape[1] > S)
             step = _Step(B, S, cont, mask, self.domain)
             if step.T is not None:
-                self._alloc(g, step, step.T)
+                with torch.no_grad():
+                    self._alloc(g, step, step.T)
             g.current = step
 
         return pre
 
     def _alloc(self, g: _Group, step: _Step, T: int) -> None:
         L, k = g.L, g.k
-        step.ids = torch.empty((T, L * k + 1), dtype=g.id_dtype, device=g.device)
+        # layer-major: each layer's (T, k) block is contiguous (a plain converting copy),
+        # followed by the T mask values
+        step.ids = torch.empty(L * T * k + T, dtype=g.id_dtype, device=g.device)
         if step.mask is not None:
-            step.ids[:, L * k].copy_(step.mask[:, -step.S :].reshape(-1))
+            step.ids[L * T * k :].copy_(step.mask[:, -step.S :].reshape(-1))
         if self.weights:
-            step.w = torch.empty((T, L, k), dtype=torch.float32, device=g.device)
+            step.w = torch.empty((L, T, k), dtype=torch.float32, device=g.device)
         step.seen = [False] * L
 
     def _store(self, g: _Group, i: int, idx: Any, w: Any) -> None:
@@ -285,14 +288,15 @@ class Recorder:
                 f"{step.B} x {step.S} tokens and top-k {g.k}. Models that drop or pack tokens "
                 "before the MoE layers are not supported."
             )
-        step.ids[:, i * g.k : (i + 1) * g.k].copy_(idx)
+        Tk = step.T * g.k
+        step.ids[i * Tk : (i + 1) * Tk].view(step.T, g.k).copy_(idx.detach())
         if step.w is not None:
             if w is None:
                 raise RuntimeError(
                     f"lrc_kernels.torch.capture: MoE layer {site.path} exposes no gate weights; "
                     "capture with weights=False"
                 )
-            step.w[:, i].copy_(w.reshape(step.T, g.k))
+            step.w[i].copy_(w.detach().reshape(step.T, g.k))
         step.seen[i] = True
 
     def _make_experts_hook(self, g: _Group, i: int):
@@ -300,7 +304,8 @@ class Recorder:
             if g.current is None:
                 return
             idx, w = find_index_args(args, kwargs)
-            self._store(g, i, idx, w)
+            with torch.no_grad():
+                self._store(g, i, idx, w)
 
         return hook
 
@@ -310,8 +315,9 @@ class Recorder:
         def hook(mod: nn.Module, args: tuple, out: Any) -> None:
             if g.current is None:
                 return
-            idx, w = read_router_output(site, mod, out)
-            self._store(g, i, idx, w)
+            with torch.no_grad():
+                idx, w = read_router_output(site, mod, out)
+                self._store(g, i, idx, w)
 
         return hook
 
@@ -422,13 +428,13 @@ class Recorder:
         g = self.groups[name]
         sink = self.sinks[name]
         L, k = g.L, g.k
-        n = int(np.prod(ishape))
-        arr = hid.reshape(-1)[:n].numpy().reshape(ishape)
-        ids = arr[:, : L * k].reshape(B, S, L, k)
+        T = B * S
+        arr = hid.reshape(-1)[: L * T * k + T].numpy()
+        ids = arr[: L * T * k].reshape(L, B, S, k).transpose(1, 2, 0, 3)  # (B, S, L, k)
         warr = None
         if hw is not None:
-            warr = hw.reshape(-1)[: int(np.prod(wshape))].numpy().reshape(B, S, L, k)
-        mask = arr[:, L * k].reshape(B, S) != 0 if has_mask else None
+            warr = hw.reshape(-1)[: L * T * k].numpy().reshape(L, B, S, k).transpose(1, 2, 0, 3)
+        mask = arr[L * T * k :].reshape(B, S) != 0 if has_mask else None
         if not cont or not sink.open_ids:
             sink.open_rows(B, domain)
         elif len(sink.open_ids) != B:
@@ -440,9 +446,9 @@ class Recorder:
             )
         for b in range(B):
             if mask is None:
-                sink.open_ids[b].append(ids[b].copy())
+                sink.open_ids[b].append(np.ascontiguousarray(ids[b]))
                 if warr is not None:
-                    sink.open_w[b].append(warr[b].copy())
+                    sink.open_w[b].append(np.ascontiguousarray(warr[b]))
             else:
                 m = mask[b]
                 sink.open_ids[b].append(ids[b][m])
