@@ -444,13 +444,21 @@ examples:
 """
 
 _EPILOG_CONVERT = """\
-Converts numpy routing arrays to a trace file. The array holds expert ids with shape
-(T, L, k) (one sequence), (S, T, L, k) or (T, k); an .npz names it 'indices' or
-'experts' (optional arrays: 'scores' gate weights, 'token_ids', 'moe_layer_ids').
-Arrow trace inputs (several files or shards) are merged and recompressed.
+Writes one trace file from (through lrc_kernels.convert):
+  .npz          an id array named experts / indices / expert_ids / topk_ids / ids,
+                (T, L, k) or (S, T, L, k), optional offsets, scores or weights,
+                domains, moe_layer_ids, token_ids
+  .npy          one id array (T, L, k) or (S, T, L, k); needs --num-experts
+  .safetensors  the paper code's per-layer top-k files (a directory of them, one per
+                layer, or the files in layer order); needs --num-experts
+  .lrc.arrow    trace files or shard directories: merged and recompressed
+Several inputs are concatenated in order; they must agree on E, L and k.
+--num-experts is required unless the input stores it: the highest experts may never
+be chosen, so E cannot be inferred from the ids.
 
 examples:
   lrc convert routing.npz --out model.lrc.arrow --num-experts 64 --split 512 --model my-moe
+  lrc convert topk_dir/ --out paper.lrc.arrow --num-experts 64
   lrc convert shards/ --out merged.lrc.arrow
 """
 
@@ -695,6 +703,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model name to store in the metadata")
     p.add_argument("--domain", default=None, help="domain label for every sequence of numpy inputs")
     p.add_argument("--no-weights", action="store_true", help="do not store gate weights")
+    p.add_argument(
+        "--unwrap-int8",
+        action="store_true",
+        help="safetensors int8 ids: read negative values as ids 128..255 (E <= 256)",
+    )
     _add_common(p)
     p.set_defaults(func=cmd_convert)
 
@@ -1159,55 +1172,63 @@ _FILE_KEYS = (
 )
 
 
-def _load_numpy(path: Path, num_experts: int | None, domain: str | None, weights: bool) -> Any:
-    """A Trace from an .npz/.npy routing array (see ``lrc convert --help``)."""
+def _need_e(exc: Exception, path: Path) -> CLIError:
+    """A converter's error as a CLI error, pointing at --num-experts where that is the fix."""
+    msg = str(exc)
+    if "num_experts" in msg and "--num-experts" not in msg:
+        msg += " (lrc convert: give --num-experts E)"
+    if str(path) not in msg:
+        msg = f"{path}: {msg}"
+    return CLIError(msg)
+
+
+def _load_input(path: Path, args: argparse.Namespace) -> tuple[Any, Any]:
+    """(Trace, token ids or None) of one convert input, through :mod:`lrc_kernels.convert`."""
     import numpy as np
 
-    from ._trace import Trace, as_trace
+    from . import convert
+    from . import io as trace_io
 
-    extra: dict[str, Any] = {}
-    if path.suffix == ".npy":
-        ids = np.load(path, allow_pickle=False)
-        scores = None
-    else:
+    weights = not args.no_weights
+    if path.suffix == ".npz":
+        try:
+            tr = convert.from_npz(
+                path, num_experts=args.num_experts, weights=weights, domain=args.domain
+            )
+        except (ValueError, TypeError) as exc:
+            raise _need_e(exc, path) from None
         with np.load(path, allow_pickle=False) as z:
-            keys = list(z.keys())
-            key = next((k for k in ("indices", "experts", "expert_ids", "ids") if k in z), None)
-            if key is None:
-                if len(keys) == 1:
-                    key = keys[0]
-                else:
-                    raise CLIError(
-                        f"{path}: cannot tell which array holds the expert ids (arrays: "
-                        f"{', '.join(keys)}); name it 'indices' or 'experts'"
-                    )
-            ids = z[key]
-            scores = z["scores"] if weights and "scores" in z else None
-            if "token_ids" in z:
-                extra["token_ids"] = z["token_ids"]
-            for k in ("moe_layer_ids", "layer_ids"):
-                if k in z:
-                    extra["layer_ids"] = [int(v) for v in z[k].ravel()]
-                    break
-    try:
-        tr = as_trace(ids, num_experts)
-    except (ValueError, TypeError) as exc:
-        raise CLIError(f"{path}: {exc}") from None
-    w = None
-    if scores is not None:
-        s = np.asarray(scores)
-        w = s.reshape(tr.experts.shape) if s.size == tr.experts.size else None
-    meta = {}
-    if "layer_ids" in extra:
-        meta["layer_ids"] = extra["layer_ids"]
-    doms = None if domain is None else [domain] * tr.num_sequences
-    tr = Trace(
-        tr.experts, tr.offsets, num_experts=tr.num_experts, domains=doms, weights=w, meta=meta
-    )
-    tok = extra.get("token_ids")
-    if tok is not None and np.asarray(tok).size != tr.num_tokens:
-        tok = None
-    return tr, tok
+            tok = z["token_ids"] if "token_ids" in z else None
+        if tok is not None and tok.size != tr.num_tokens:
+            tok = None
+        return tr, tok
+    if path.suffix == ".npy":
+        if args.num_experts is None:
+            raise CLIError(f"{path}: a bare .npy array needs --num-experts E")
+        ids = np.load(path, allow_pickle=False)
+        try:
+            tr = convert.from_arrays(ids, num_experts=args.num_experts, domains=args.domain)
+        except (ValueError, TypeError) as exc:
+            raise _need_e(exc, path) from None
+        return tr, None
+    if path.suffix == ".safetensors" or (
+        path.is_dir() and any(path.glob("*.safetensors")) and not any(path.glob("*.arrow"))
+    ):
+        if args.num_experts is None:
+            raise CLIError(f"{path}: safetensors top-k files need --num-experts E")
+        tr = convert.from_safetensors_topk(
+            path, num_experts=args.num_experts, unwrap=args.unwrap_int8
+        )
+        if args.domain is not None:
+            raise CLIError("--domain applies to numpy inputs; safetensors files name domains")
+        return tr, None
+    tr = trace_io.read_trace(path, weights=weights)
+    if args.num_experts is not None and args.num_experts != tr.num_experts:
+        raise CLIError(
+            f"{path}: --num-experts {args.num_experts} but the trace file says "
+            f"num_experts = {tr.num_experts}"
+        )
+    return tr, trace_io.TraceReader(path).token_ids()
 
 
 def _concat(traces: list[Any]) -> Any:
@@ -1256,16 +1277,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             raise CLIError(f"{p}: --out must differ from the inputs")
     traces, tokens = [], []
     for p in inputs:
-        if p.suffix in (".npz", ".npy"):
-            tr, tok = _load_numpy(p, args.num_experts, args.domain, not args.no_weights)
-        else:
-            tr = trace_io.read_trace(p, weights=not args.no_weights)
-            tok = trace_io.TraceReader(p).token_ids()
-            if args.num_experts is not None and args.num_experts != tr.num_experts:
-                raise CLIError(
-                    f"{p}: --num-experts {args.num_experts} but the trace file says "
-                    f"num_experts = {tr.num_experts}"
-                )
+        tr, tok = _load_input(p, args)
         traces.append(tr)
         tokens.append(tok)
     tr = _concat(traces)

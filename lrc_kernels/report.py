@@ -236,11 +236,11 @@ def figure_srp_vs_m(models: Sequence[ModelResults]) -> Any:
     fig = _new_figure(6.4, 4.2)
     ax = fig.add_subplot()
     all_m: set[int] = set()
-    for r in models:
+    for i, r in enumerate(models):
         v, _ = _srp_values(r.srp_model)
         ms = np.asarray(r.ms, dtype=np.float64)
         ok = np.isfinite(v)
-        (line,) = ax.plot(ms[ok], v[ok], marker="o", label=r.name)
+        (line,) = ax.plot(ms[ok], v[ok], marker="o", label=r.name, color=f"C{i % 10}")
         all_m.update(int(m) for m in ms[ok])
         if r.srp_model.ci is not None:
             lo = np.asarray(r.srp_model.ci[0], dtype=np.float64)
@@ -376,8 +376,9 @@ def figure_domains(models: Sequence[ModelResults]) -> Any | None:
             srp[k] = vals[j] if win[j] > 0 else np.nan
             sch[k] = sch_at[j]
         off = (i - (len(with_dom) - 1) / 2) * width
-        ax1.bar(x + off, srp, width, label=r.name)
-        ax2.bar(x + off, sch, width, label=r.name)
+        color = f"C{list(models).index(r) % 10}"  # the model's colour in every figure
+        ax1.bar(x + off, srp, width, label=r.name, color=color)
+        ax2.bar(x + off, sch, width, label=r.name, color=color)
     m = with_dom[0].sch_m
     for ax, what in (
         (ax1, f"SRP at m = {m} (model level)"),

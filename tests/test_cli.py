@@ -22,6 +22,7 @@ import pytest
 
 import lrc_kernels as lk
 from lrc_kernels import cli
+from lrc_kernels.io import TraceReader
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAME = Path(__file__).resolve().parents[2] / "shared" / "data" / "flame-moe-290m"
@@ -458,7 +459,7 @@ def test_convert_npz_split_and_back(capsys, tmp_path):
     assert list(back.domains) == ["web"] * 4
     np.testing.assert_array_equal(back.experts, ids)
     np.testing.assert_array_equal(back.weights, scores)
-    np.testing.assert_array_equal(lk.io.TraceReader(out).token_ids(), np.arange(100))
+    np.testing.assert_array_equal(TraceReader(out).token_ids(), np.arange(100))
     # merging two trace files keeps everything in order
     out2 = tmp_path / "merged.lrc.arrow"
     rc, _, _ = run_main(capsys, "convert", out, out, "--out", out2, "--quiet", "--no-weights")
@@ -469,14 +470,47 @@ def test_convert_npz_split_and_back(capsys, tmp_path):
 
 
 def test_convert_errors(capsys, tmp_path):
+    out = tmp_path / "o.lrc.arrow"
+
+    def fails(*args):
+        rc, _, err = run_main(capsys, "convert", *args, "--out", out)
+        assert rc == 1 and err.startswith("lrc: error: ") and err.count("\n") == 1, err
+        assert "Traceback" not in err
+        return err
+
     np.savez(tmp_path / "two.npz", a=np.zeros((3, 1, 1)), b=np.zeros(3))
-    rc, _, err = run_main(capsys, "convert", tmp_path / "two.npz", "--out", tmp_path / "o.arrow")
-    assert rc == 1 and "cannot tell which array" in err
+    assert "no expert id array" in fails(tmp_path / "two.npz", "--num-experts", 4)
+    np.savez(tmp_path / "ok.npz", indices=np.zeros((3, 1, 1), np.int64))
+    assert "--num-experts E" in fails(tmp_path / "ok.npz")  # E is never guessed
     np.save(tmp_path / "neg.npy", -np.ones((4, 1, 2), np.int64))
-    rc, _, err = run_main(capsys, "convert", tmp_path / "neg.npy", "--out", tmp_path / "o.arrow")
-    assert rc == 1 and "negative" in err and err.count("\n") == 1
-    rc, _, err = run_main(capsys, "convert", tmp_path / "gone.npz", "--out", tmp_path / "o.arrow")
-    assert rc == 1 and "no such file" in err
+    assert "--num-experts" in fails(tmp_path / "neg.npy")
+    assert "negative" in fails(tmp_path / "neg.npy", "--num-experts", 4)
+    assert "no such file" in fails(tmp_path / "gone.npz")
+    assert not out.exists()
+
+
+def test_convert_safetensors_topk_directory(capsys, tmp_path):
+    st = pytest.importorskip("safetensors.numpy")
+    rng = np.random.default_rng(1)
+    d = tmp_path / "topk"
+    d.mkdir()
+    for layer in (2, 10):  # ordered by the number in the name, not as text
+        data = {
+            dom: np.stack([rng.permutation(16)[:2] for _ in range(3 * 20)])
+            .reshape(3, 20, 2)
+            .astype(np.int8)
+            for dom in ("code", "web")
+        }
+        st.save_file(data, str(d / f"layer_{layer}.safetensors"))
+    out = tmp_path / "st.lrc.arrow"
+    rc, _, _ = run_main(capsys, "convert", d, "--out", out, "--num-experts", 16, "-q")
+    assert rc == 0
+    back = lk.read_trace(out)
+    from lrc_kernels.convert import from_safetensors_topk
+
+    want = from_safetensors_topk(d, num_experts=16)
+    np.testing.assert_array_equal(back.experts, want.experts)
+    assert list(back.domains) == list(want.domains) and back.meta["layer_ids"] == [2, 10]
 
 
 @pytest.mark.skipif(not FLAME_NPZ.exists(), reason="real FLAME-MoE trace not present")
