@@ -229,6 +229,17 @@ def _goal_rows(docs: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+def _load_text(d: dict[str, Any]) -> str:
+    vals = [v for x in d.get("load_average", []) for v in (x.get("start"), x.get("end")) if v]
+    if not vals:
+        return ""
+    one = [v[0] for v in vals]
+    return (
+        f" One-minute load average during the run: {min(one):.1f} to {max(one):.1f} "
+        f"on {d['machine'].get('usable_cpus')} cores."
+    )
+
+
 def _ours_section(d: dict[str, Any]) -> list[str]:
     name = d["script"]
     lines = [
