@@ -26,6 +26,9 @@ _LAZY = {
     "TraceReader": "io",
     "iter_trace_batches": "io",
     "synthetic_trace": "synthetic",
+    # capture from Hugging Face transformers models (imports torch)
+    "capture": "torch",
+    "capture_model": "torch",
 }
 
 __all__ = [
