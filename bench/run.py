@@ -65,11 +65,13 @@ def _rel(path: Path) -> str:
 
 
 def _json_mtimes(folders: set[Path]) -> dict[Path, float]:
+    """Modification times of the JSON and markdown files in the results folders."""
     out = {}
     for folder in folders:
         if folder.is_dir():
-            for f in folder.glob("*.json"):
-                out[f.resolve()] = f.stat().st_mtime
+            for f in [*folder.glob("*.json"), *folder.glob("*.md")]:
+                if not f.name.startswith(("benchmarks", "summary", ".")):
+                    out[f.resolve()] = f.stat().st_mtime
     return out
 
 
@@ -124,13 +126,18 @@ def run_script(
         return json.loads(out.read_text())
     # another engineer's script: collect the JSON it wrote (any new or changed file in the
     # results folders) and any JSON document it printed
-    files = {}
-    for f, mtime in _json_mtimes(watch).items():
-        if before.get(f) != mtime and f != out and not f.name.startswith("."):
-            try:
+    files, tables = {}, {}
+    wrapper = out.with_name(f"{name}.run.json")
+    for f, mtime in sorted(_json_mtimes(watch).items()):
+        if before.get(f) == mtime or f == wrapper:
+            continue
+        try:
+            if f.suffix == ".md":
+                tables[_rel(f)] = f.read_text()
+            else:
                 files[_rel(f)] = json.loads(f.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
+        except (OSError, json.JSONDecodeError):
+            continue
     printed = _parse_stdout(stdout)
     output: dict[str, Any] = dict(files)
     if printed is not None:
@@ -143,10 +150,12 @@ def run_script(
         "elapsed_s": elapsed,
         "files": sorted(files),
         "output": output or None,
+        "markdown": tables,
     }
-    if not output:
+    if not output and not tables:
         wrapped["stdout_tail"] = stdout[-4000:]
-    out.write_text(json.dumps(wrapped, indent=1) + "\n")
+    # the script may own RESULTS/NAME.json itself: the wrapper gets its own name
+    wrapper.write_text(json.dumps(wrapped, indent=1) + "\n")
     return wrapped
 
 
@@ -360,9 +369,25 @@ def _foreign_section(d: dict[str, Any]) -> list[str]:
         f"Command: `{d.get('command')}`; {d.get('elapsed_s')} s. Its own JSON output, flattened:",
         "",
     ]
+    tables = d.get("markdown") or {}
+    for fname, text in tables.items():
+        # the script's own markdown report, headings moved below this section's
+        body = [
+            ("###" + ln[1:]) if ln.startswith("# ") else ("#" + ln if ln.startswith("##") else ln)
+            for ln in text.strip().splitlines()
+        ]
+        lines += [f"From `{fname}`:", "", *body, ""]
     doc = d.get("output")
     if doc is None:
-        lines += ["(no JSON output found)", ""]
+        if not tables:
+            lines += ["(no JSON output found)", ""]
+        return lines
+    if tables:
+        lines += [
+            "Its JSON output (" + ", ".join(f"`{f}`" for f in d.get("files", [])) + ") "
+            "holds the full figures.",
+            "",
+        ]
         return lines
     rows = _flatten(doc)
     lines += _table(["field", "value"], rows) + [""]

@@ -211,7 +211,7 @@ def test_foreign_script_output_is_collected(tmp_path):
     res.mkdir()
     doc = bench_run.run_script(script, True, res, None, 60)
     assert doc["output"]["stdout"] == {"quick": "1", "rate": 12.5}
-    assert json.loads((res / "bench_fake.json").read_text())["output"] == doc["output"]
+    assert json.loads((res / "bench_fake.run.json").read_text())["output"] == doc["output"]
     md = bench_run.render([doc], {}, True, "cmd")
     assert "## bench_fake" in md and "`stdout.rate`" in md
 
@@ -220,6 +220,30 @@ def test_foreign_script_output_is_collected(tmp_path):
     doc = bench_run.run_script(bad, True, res, None, 60)
     assert doc["failed"] and doc["exit"] == 3
     assert "Failed scripts" in bench_run.render([doc], {}, True, "cmd")
+
+
+def test_foreign_script_files_are_collected(tmp_path):
+    """JSON and markdown a script writes into the results folder end up in the report."""
+    res = tmp_path / "res"
+    res.mkdir()
+    (res / "old.json").write_text("{}")  # not written by this run: ignored
+    script = tmp_path / "bench_writer.py"
+    script.write_text(
+        "import json, pathlib\n"
+        f"res = pathlib.Path({str(res)!r})\n"
+        "(res / 'bench_writer.json').write_text(json.dumps({'reads_per_s': 2e8}))\n"
+        "md = '# Trace IO\\n\\n## Sizes\\n\\n| a |\\n|---|\\n| 1 |\\n'\n"
+        "(res / 'bench_writer.md').write_text(md)\n"
+    )
+    doc = bench_run.run_script(script, False, res, None, 60)
+    key = str(res / "bench_writer.json")
+    assert doc["files"] == [key] and doc["output"] == {key: {"reads_per_s": 2e8}}
+    md = bench_run.render([doc], {}, False, "cmd")
+    assert "### Trace IO" in md and "### Sizes" in md and "| 1 |" in md
+    assert "old.json" not in md
+    # the script's own JSON is left as it wrote it; the wrapper has its own name
+    assert json.loads((res / "bench_writer.json").read_text()) == {"reads_per_s": 2e8}
+    assert (res / "bench_writer.run.json").exists()
 
 
 def test_parse_stdout_variants():
