@@ -17,7 +17,8 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,20 +142,42 @@ def _show_progress(args: argparse.Namespace) -> bool:
         return False
 
 
+class _TokenBar:
+    """The API's ``progress=`` callback: it is called as each batch *starts*, so a batch
+    counts as done when the next one starts, and the last one when the pass ends."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+        self.pending = 0
+        self.tokens = 0
+
+    def __call__(self, batch: Any) -> None:
+        self.bar.update(self.pending)
+        self.pending = batch.num_tokens
+        self.tokens += batch.num_tokens
+
+    def close(self) -> None:
+        self.bar.update(self.pending)
+        self.pending = 0
+        self.bar.close()
+
+
 class Progress:
     """Token progress bars (tqdm, on stderr) for streaming passes over trace files.
 
-    ``Progress(False)`` hands out no-op callbacks, so the code paths are the same with
-    and without bars.
+    ``Progress(False)`` hands out ``False`` (no bar) from :meth:`pass_over`, so the code
+    paths are the same with and without bars.
     """
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
 
-    def pass_over(self, source: TraceSource, what: str) -> Callable[[Any], None] | bool:
-        """A callback for the API's ``progress=`` that advances a bar by each batch's tokens."""
+    @contextmanager
+    def pass_over(self, source: TraceSource, what: str) -> Iterator[_TokenBar | bool]:
+        """A ``progress=`` callback advancing a bar over ``source``'s tokens (or False)."""
         if not self.enabled:
-            return False
+            yield False
+            return
         from tqdm.auto import tqdm
 
         bar = tqdm(
@@ -166,22 +189,11 @@ class Progress:
             delay=0.5,
             file=sys.stderr,
         )
-        state = {"done": 0}
-
-        def advance(batch: Any) -> None:
-            state["done"] += batch.num_tokens
-            bar.update(batch.num_tokens)
-            if state["done"] >= bar.total:
-                bar.close()
-
-        return advance
-
-    def steps(self, items: Iterable[Any], desc: str, total: int | None = None) -> Iterable[Any]:
-        if not self.enabled:
-            return items
-        from tqdm.auto import tqdm
-
-        return tqdm(items, desc=desc, total=total, leave=False, delay=0.5, file=sys.stderr)
+        cb = _TokenBar(bar)
+        try:
+            yield cb
+        finally:
+            cb.close()
 
 
 # -------------------------------------------------------------------------- output
@@ -862,17 +874,18 @@ def cmd_srp(args: argparse.Namespace) -> int:
     prog = Progress(_show_progress(args))
     rows: list[dict[str, Any]] = []
     for s in sources:
-        res = lk.srp(
-            s.path,
-            list(args.m),
-            level=args.level,
-            by_domain=args.by_domain,
-            bootstrap=args.bootstrap,
-            confidence=args.confidence,
-            seed=args.seed,
-            backend=args.backend,
-            progress=prog.pass_over(s, "SRP"),
-        )
+        with prog.pass_over(s, "SRP") as bar:
+            res = lk.srp(
+                s.path,
+                list(args.m),
+                level=args.level,
+                by_domain=args.by_domain,
+                bootstrap=args.bootstrap,
+                confidence=args.confidence,
+                seed=args.seed,
+                backend=args.backend,
+                progress=bar,
+            )
         rows.extend(srp_rows(s.name, res))
 
     def human() -> str:
@@ -1002,15 +1015,16 @@ def cmd_sch(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     rho_cols: list[float] = []
     for s in sources:
-        curves = lk.sch(
-            s.path,
-            list(args.m),
-            level=args.level,
-            warm_start=not args.cold_start,
-            by_domain=args.by_domain,
-            backend=args.backend,
-            progress=prog.pass_over(s, "SCH"),
-        )
+        with prog.pass_over(s, "SCH") as bar:
+            curves = lk.sch(
+                s.path,
+                list(args.m),
+                level=args.level,
+                warm_start=not args.cold_start,
+                by_domain=args.by_domain,
+                backend=args.backend,
+                progress=bar,
+            )
         for mi, m in enumerate(args.m):
             one = _one_m(curves, mi, m)
             rhos = _valid_rhos(one, args.rho, DEFAULT_RHO)
@@ -1091,16 +1105,17 @@ def cmd_curves(args: argparse.Namespace) -> int:
     policies = list(dict.fromkeys(args.policy))
     for s in sources:
         for pol in policies:
-            curve = lk.hit_curve(
-                s.path,
-                pol,
-                m=args.m if pol == "sch" else None,
-                level=args.level,
-                warm_start=not args.cold_start,
-                by_domain=args.by_domain,
-                backend=args.backend,
-                progress=prog.pass_over(s, pol.upper()),
-            )
+            with prog.pass_over(s, pol.upper()) as bar:
+                curve = lk.hit_curve(
+                    s.path,
+                    pol,
+                    m=args.m if pol == "sch" else None,
+                    level=args.level,
+                    warm_start=not args.cold_start,
+                    by_domain=args.by_domain,
+                    backend=args.backend,
+                    progress=bar,
+                )
             rhos = _valid_rhos(curve, args.rho, CURVE_RHO) if args.rho is not None else None
             rows.extend(curve_rows(s.name, curve, rhos))
             shown[s.name] = _valid_rhos(curve, args.rho, CURVE_RHO)

@@ -163,9 +163,14 @@ def compute_results(
                 if _bar is not None:
                     _bar.update(1)
 
-            srp_model = lk.srp(data, m_list, level="model", bootstrap=bootstrap, backend=backend)
-            step()
             srp_layer = lk.srp(data, m_list, level="layer", backend=backend)
+            step()
+            if bootstrap:
+                srp_model = lk.srp(
+                    data, m_list, level="model", bootstrap=bootstrap, backend=backend
+                )
+            else:  # the same histograms pooled over layers: no second pass over the trace
+                srp_model = _pool_layers(srp_layer)
             step()
             curves = {}
             for pol in POLICY_ORDER:
@@ -206,6 +211,32 @@ def compute_results(
         if bar is not None:
             bar.close()
     return out
+
+
+def _pool_layers(layer: Any) -> Any:
+    """Model-level SRP from a layer-level result (list of m, no domains): the layer
+    histograms summed, then the API's own best-threshold reduction, so the values are
+    bit-identical to ``srp(..., level="model")``."""
+    from ._api import _best
+    from ._results import SRPResult
+
+    values, thresholds, ratios, hists = [], [], [], []
+    for m, H in zip(layer.m, layer.histogram, strict=True):
+        pooled = np.asarray(H, dtype=np.int64).sum(axis=0)
+        f1, thr, ratio = _best(pooled, int(m))
+        values.append(f1)
+        thresholds.append(thr)
+        ratios.append(ratio)
+        hists.append(pooled)
+    return SRPResult(
+        value=np.stack(values),
+        threshold=np.stack(thresholds),
+        ratio=np.stack(ratios),
+        m=list(layer.m),
+        level="model",
+        windows=layer.windows,
+        histogram=hists,
+    )
 
 
 # -------------------------------------------------------------------------- figures

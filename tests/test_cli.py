@@ -407,16 +407,23 @@ def test_progress_only_for_a_terminal(monkeypatch, traces):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     assert cli._show_progress(ns) is True
     assert cli._show_progress(argparse.Namespace(quiet=True)) is False
-    assert cli.Progress(False).pass_over(None, "x") is False
 
 
-def test_progress_callback_counts_every_token(traces):
-    (src,) = cli.open_sources([str(traces["a"])])
-    cb = cli.Progress(True).pass_over(src, "SRP")
-    seen = []
-    res = lk.srp(src.path, 4, progress=lambda b: (seen.append(b.num_tokens), cb(b)))
-    assert sum(seen) == traces["A"].num_tokens
-    assert res.value == lk.srp(traces["A"], 4).value
+def test_progress_bar_counts_every_token_after_its_batch(traces, tmp_path):
+    d = tmp_path / "shards"
+    d.mkdir()
+    A = traces["A"]
+    lk.write_trace(d / "p0.lrc.arrow", A.select(sequences=range(4)))
+    lk.write_trace(d / "p1.lrc.arrow", A.select(sequences=range(4, A.num_sequences)))
+    (src,) = cli.open_sources([str(d)])
+    with cli.Progress(True).pass_over(src, "SRP") as bar:
+        res = lk.srp(src.path, 4, progress=bar)
+        # a batch is counted when the next starts: the last one is still pending here
+        assert bar.bar.n == A.lengths[:4].sum() and bar.pending == A.lengths[4:].sum()
+    assert bar.bar.n == bar.tokens == A.num_tokens and bar.pending == 0
+    assert res.value == lk.srp(A, 4).value
+    with cli.Progress(False).pass_over(src, "SRP") as off:
+        assert off is False
 
 
 def test_same_model_twice_gets_distinct_names(capsys, traces, tmp_path):

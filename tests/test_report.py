@@ -66,6 +66,17 @@ def test_results_are_the_apis(models, files):
     assert hi.hit_at("sch", 2) == float(np.mean(lk.sch(A, 8).at(2)))
 
 
+def test_model_level_pooled_from_layers_is_bit_identical(files):
+    B = files["B"]
+    (r,) = report.compute_results(cli.open_sources([str(files["b"])]), ms=[1, 3, 16, 64])
+    ref = lk.srp(B, [1, 3, 16, 64], level="model")
+    assert r.srp_model.level == "model" and r.srp_model.ci is None
+    for name in ("value", "threshold", "ratio", "windows"):
+        np.testing.assert_array_equal(getattr(r.srp_model, name), getattr(ref, name))
+    for got, want in zip(r.srp_model.histogram, ref.histogram, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 # -------------------------------------------------------------------------- figures
 def test_srp_vs_m_figure(models):
     fig = report.figure_srp_vs_m(models)
