@@ -98,16 +98,19 @@ class TraceSource:
         }
 
 
-def _model_name(reader: Any, path: str) -> str:
-    name = reader.meta.get("model")
-    if isinstance(name, str) and name:
-        return name
-    p = Path(path)
-    base = p.name
+def _file_stem(path: str) -> str:
+    base = Path(path).name
     for suffix in (".lrc.arrow", ".arrow"):
         if base.endswith(suffix):
             return base[: -len(suffix)] or base
     return base
+
+
+def _model_name(reader: Any, path: str) -> str:
+    name = reader.meta.get("model")
+    if isinstance(name, str) and name:
+        return name
+    return _file_stem(path)
 
 
 def open_sources(paths: Sequence[str]) -> list[TraceSource]:
@@ -123,11 +126,16 @@ def open_sources(paths: Sequence[str]) -> list[TraceSource]:
             )
         reader = trace_io.TraceReader(p)
         out.append(TraceSource(p, _model_name(reader, p), reader))
-    # the same model name twice (two runs of one model): tell them apart by path
+    # the same model name twice (two runs of one model): add the file name, else the path
     names = [s.name for s in out]
-    for s in out:
-        if names.count(s.name) > 1:
-            s.name = f"{s.name} [{s.path}]"
+    dup = [names.count(n) > 1 for n in names]
+    for s, d in zip(out, dup, strict=True):
+        if d:
+            s.name = f"{s.name} ({_file_stem(s.path)})"
+    names = [s.name for s in out]
+    for s, n in zip(out, names, strict=True):
+        if names.count(n) > 1:
+            s.name = f"{n.rsplit(' (', 1)[0]} ({s.path})"
     return out
 
 

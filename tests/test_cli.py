@@ -431,7 +431,12 @@ def test_same_model_twice_gets_distinct_names(capsys, traces, tmp_path):
     shutil.copy(traces["a"], copy)
     rc, out, _ = run_main(capsys, "srp", traces["a"], copy, "--m", 4, "--json")
     names = [r["model"] for r in json.loads(out)]
-    assert rc == 0 and len(set(names)) == 2 and all(n.startswith("toy-a [") for n in names)
+    assert rc == 0 and names == ["toy-a (a)", "toy-a (again)"]
+    # the same file name in two directories: the path tells them apart
+    (tmp_path / "x").mkdir()
+    shutil.copy(traces["a"], tmp_path / "x" / "a.lrc.arrow")
+    srcs = cli.open_sources([str(traces["a"]), str(tmp_path / "x" / "a.lrc.arrow")])
+    assert [s.name for s in srcs] == [f"toy-a ({traces['a']})", f"toy-a ({tmp_path}/x/a.lrc.arrow)"]
 
 
 def test_directory_of_shards_is_one_model(capsys, traces, tmp_path):
@@ -444,6 +449,20 @@ def test_directory_of_shards_is_one_model(capsys, traces, tmp_path):
     assert rc == 0
     rows = json.loads(out)
     np.testing.assert_array_equal([r["srp"] for r in rows], lk.srp(A, [4, 16]).value)
+
+
+def test_shipped_sample_traces(tmp_path):
+    """The commands of traces/README.md on the traces the repository ships."""
+    shipped = sorted((ROOT / "traces").glob("*.lrc.arrow"))
+    if not shipped:
+        pytest.skip("no sample traces in traces/")
+    rel = [p.relative_to(ROOT) for p in shipped]
+    info = json.loads(run_lrc("info", *rel, "--json").stdout)
+    assert [r["tokens"] for r in info] == [TraceReader(p).num_tokens for p in shipped]
+    rows = json.loads(run_lrc("srp", *rel, "--m", 4, 16, 64, "--json").stdout)
+    want = [float(v) for p in shipped for v in lk.srp(str(p), [4, 16, 64]).value]
+    assert [r["srp"] for r in rows] == want
+    assert len({r["model"] for r in rows}) == len(shipped)
 
 
 # -------------------------------------------------------------------------- convert

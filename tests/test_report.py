@@ -220,3 +220,24 @@ def test_lrc_report_subprocess(files, tmp_path):
     assert "<title>Two toys</title>" in page
     for png in ("srp_vs_m.png", "hit_vs_rho.png", "layer_srp.png", "domains.png"):
         assert (out / png).stat().st_size > 10_000
+
+
+def test_report_on_shipped_traces(tmp_path):
+    """``lrc report traces/*.lrc.arrow --out DIR``, the README's first command."""
+    shipped = sorted((ROOT / "traces").glob("*.lrc.arrow"))
+    if not shipped:
+        pytest.skip("no sample traces in traces/")
+    out = tmp_path / "report"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lrc_kernels", "report", *map(str, shipped), "--out", str(out),
+         "--m", "4", "16"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((out / "report.json").read_text())
+    srp = [r["srp"] for r in rows["srp"]]
+    assert srp == [float(v) for p in shipped for v in lk.srp(str(p), [4, 16]).value]
+    for png in ("srp_vs_m.png", "hit_vs_rho.png", "layer_srp.png"):
+        assert (out / png).read_bytes().startswith(PNG_MAGIC)
