@@ -71,6 +71,14 @@ class ModelResults:
         Model-level SRP at ``sch_m`` per domain label (None without labels).
     sch_domain : HitCurve or None
         Layer-level SCH curve per domain label.
+    load_balance : float
+        Global load balance at m = ``sch_m``: std (ddof=1) of all experts' activation
+        ratios (:func:`lrc_kernels.load_balance`; the paper prints it x100).
+    domain_specialization : float or None
+        Mean coefficient of variation of the experts' activation ratios across domains
+        (:func:`lrc_kernels.domain_specialization`); None without domain labels.
+    notes : list of str
+        What the report could not show for this trace, and why.
     """
 
     name: str
@@ -82,6 +90,8 @@ class ModelResults:
     sch_m: int
     srp_domain: Any = None
     sch_domain: Any = None
+    load_balance: float = float("nan")
+    domain_specialization: float | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -141,7 +151,7 @@ def compute_results(
     import lrc_kernels as lk
 
     out = []
-    steps_per_model = 7
+    steps_per_model = 8
     bar = None
     if progress is not None and progress.enabled:
         from tqdm.auto import tqdm
@@ -154,6 +164,8 @@ def compute_results(
             lengths = reader.lengths()
             max_len = int(lengths.max()) if lengths.size else 0
             m_list = [int(v) for v in ms] if ms else _default_ms(max_len)
+            if sch_m not in m_list:  # the summary quotes SRP at m = sch_m
+                m_list = sorted(set(m_list) | {int(sch_m)})
             if reader.num_activations <= _IN_MEMORY_ACTIVATIONS:
                 data: Any = lk.read_trace(s.path, weights=False)
             else:
@@ -179,8 +191,11 @@ def compute_results(
                 )
                 step()
             has_domains = info["num_domains"] > 0 and all(d is not None for d in reader.domains())
-            srp_dom = sch_dom = None
+            lb = lk.load_balance(data, sch_m, backend=backend)
+            step()
+            srp_dom = sch_dom = ds = None
             if has_domains:
+                ds = lk.domain_specialization(data, sch_m, backend=backend)[0]
                 srp_dom = lk.srp(data, sch_m, level="model", by_domain=True, backend=backend)
                 sch_dom = lk.sch(data, sch_m, level="layer", by_domain=True, backend=backend)
             step()
@@ -194,6 +209,8 @@ def compute_results(
                 sch_m=sch_m,
                 srp_domain=srp_dom,
                 sch_domain=sch_dom,
+                load_balance=lb,
+                domain_specialization=ds,
             )
             short = [m for m in m_list if m > max_len]
             if short:
@@ -303,9 +320,7 @@ def figure_hit_vs_rho(models: Sequence[ModelResults], rho_mark: float = RHO_MARK
     for ax, r in zip(axes, models, strict=True):
         for pol in POLICY_ORDER:
             rho, h = r.mean_curve(pol)
-            label = (
-                f"SCH (m={r.sch_m})" if pol == "sch" else pol.upper().replace("BELADY", "Belady")
-            )
+            label = _policy_name(pol, r.sch_m)
             ax.plot(
                 np.concatenate([[0.0], rho]),
                 np.concatenate([[0.0], h]),
@@ -438,6 +453,8 @@ def _cell(v: Any, digits: int = 4) -> str:
         return "–"
     if isinstance(v, (float, np.floating)):
         return "–" if not math.isfinite(float(v)) else f"{float(v):.{digits}f}"
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return f"{int(v):,}"
     return html.escape(str(v))
 
 
@@ -499,13 +516,36 @@ def _srp_table(models: Sequence[ModelResults]) -> str:
     return _table(header, rows)
 
 
+def _policy_name(pol: str, m: int) -> str:
+    return {"sch": f"SCH (m={m})", "belady": "Belady", "lru": "LRU", "lfu": "LFU"}[pol]
+
+
+def _summary_table(models: Sequence[ModelResults]) -> str:
+    m = models[0].sch_m
+    header = [
+        "model", f"SRP (m={m})", f"SCH (ρ={RHO_MARK:g}, m={m})", f"Belady (ρ={RHO_MARK:g})",
+        f"LRU (ρ={RHO_MARK:g})", f"LFU (ρ={RHO_MARK:g})", "load balance ×100",
+        "domain specialisation",
+    ]  # fmt: skip
+    rows = []
+    for r in models:
+        v, _ = _srp_values(r.srp_model)
+        srp = float(v[r.ms.index(r.sch_m)]) if r.sch_m in r.ms else None
+        rows.append([
+            r.name, srp, *[r.hit_at(p, RHO_MARK) for p in ("sch", "belady", "lru", "lfu")],
+            100 * r.load_balance, r.domain_specialization,
+        ])  # fmt: skip
+    return _table(header, rows)
+
+
 def _hit_table(models: Sequence[ModelResults]) -> str:
     header = ["model", "policy", *[f"ρ={r:g}" for r in RHO_TABLE]]
     rows = []
     for r in models:
         for pol in POLICY_ORDER:
-            name = f"SCH (m={r.sch_m})" if pol == "sch" else pol
-            rows.append([r.name, name, *[r.hit_at(pol, rho) for rho in RHO_TABLE]])
+            rows.append(
+                [r.name, _policy_name(pol, r.sch_m), *[r.hit_at(pol, rho) for rho in RHO_TABLE]]
+            )
     return _table(header, rows)
 
 
@@ -710,6 +750,14 @@ def render(
         f'<p class="sub">lrc_kernels {html.escape(__version__)} · {created} · '
         "metrics of <i>Not All Models Suit Expert Offloading</i> (arXiv 2505.16056)</p>",
         notes,
+        "<h2>At a glance</h2>",
+        "<p>Higher SRP and SCH mean routing that stays local, so experts can be offloaded and "
+        "cached: SRP is the F1 of the best router that fixes its experts per segment of m "
+        "tokens; SCH the hit rate of a per-layer expert cache of ρ·k experts that knows the "
+        "next m tokens (Belady: the optimal offline cache; LRU, LFU: online caches). Load "
+        "balance is the spread of the experts' activation ratios; domain specialisation how "
+        "much they vary across domains.</p>",
+        _summary_table(models),
         "<h2>Traces</h2>",
         _meta_table(models),
         "<h2>Segment routing best performance (SRP)</h2>",

@@ -40,7 +40,7 @@ def files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def models(files):
     sources = cli.open_sources([str(files["a"]), str(files["b"])])
-    return report.compute_results(sources, ms=[1, 4, 16, 64], sch_m=8, bootstrap=30)
+    return report.compute_results(sources, ms=[1, 4, 16, 64], sch_m=16, bootstrap=30)
 
 
 def _titled(ax):
@@ -59,11 +59,14 @@ def test_results_are_the_apis(models, files):
         hi.srp_layer.value, lk.srp(A, [1, 4, 16, 64], level="layer").value
     )
     for pol in report.POLICY_ORDER:
-        c = lk.hit_curve(A, pol, m=8 if pol == "sch" else None)
+        c = lk.hit_curve(A, pol, m=16 if pol == "sch" else None)
         np.testing.assert_array_equal(hi.curves[pol].rates, c.rates)
     assert hi.srp_domain is not None and lo.srp_domain is None
-    np.testing.assert_array_equal(hi.srp_domain.value, lk.srp(A, 8, by_domain=True).value)
-    assert hi.hit_at("sch", 2) == float(np.mean(lk.sch(A, 8).at(2)))
+    np.testing.assert_array_equal(hi.srp_domain.value, lk.srp(A, 16, by_domain=True).value)
+    assert hi.hit_at("sch", 2) == float(np.mean(lk.sch(A, 16).at(2)))
+    assert hi.load_balance == lk.load_balance(A, 16)
+    assert hi.domain_specialization == lk.domain_specialization(A, 16)[0]
+    assert lo.domain_specialization is None and np.isfinite(lo.load_balance)
 
 
 def test_model_level_pooled_from_layers_is_bit_identical(files):
@@ -105,7 +108,7 @@ def test_hit_vs_rho_figure_marks_rho_2(models):
         assert ax.get_title() == r.name
         assert "ρ" in ax.get_xlabel()
         lines = {ln.get_label(): ln for ln in ax.get_lines()}
-        for pol, label in (("sch", "SCH (m=8)"), ("lru", "LRU"), ("lfu", "LFU"),
+        for pol, label in (("sch", "SCH (m=16)"), ("lru", "LRU"), ("lfu", "LFU"),
                            ("belady", "Belady")):  # fmt: skip
             x, y = lines[label].get_data()
             rho, h = r.mean_curve(pol)
@@ -146,8 +149,8 @@ def test_domain_figure(models, files):
         assert ax.get_title()
         assert [t.get_text() for t in ax.get_xticklabels()] == ["web", "code", "math"]
     heights = [p.get_height() for p in ax1.patches]
-    np.testing.assert_array_equal(heights, lk.srp(files["A"], 8, by_domain=True).value)
-    sch = lk.sch(files["A"], 8, by_domain=True).at(2).mean(axis=-1)
+    np.testing.assert_array_equal(heights, lk.srp(files["A"], 16, by_domain=True).value)
+    sch = lk.sch(files["A"], 16, by_domain=True).at(2).mean(axis=-1)
     np.testing.assert_allclose([p.get_height() for p in ax2.patches], sch, rtol=0, atol=1e-12)
     assert report.figure_domains(models[1:]) is None  # no labels, no figure
 
@@ -183,6 +186,10 @@ def test_write_report_files(models, files, tmp_path):
     assert base64.b64decode(imgs[1]) == (out / "hit_vs_rho.png").read_bytes()
     for needle in ("<h2>Traces</h2>", "hi", "lo", "web", "bytes / activation", "ρ=2"):
         assert needle in page
+    glance = page[page.index("At a glance") : page.index("<h2>Traces</h2>")]
+    hi = models[0]
+    for v in (hi.hit_at("sch", 2), 100 * hi.load_balance, hi.domain_specialization):
+        assert f"{v:.4f}" in glance
     ref = lk.srp(files["A"], [1, 4, 16, 64])
     assert f"{float(ref.value[2]):.4f}" in page
     rows = json.loads((out / "report.json").read_text())
@@ -196,6 +203,7 @@ def test_report_rho_2_impossible_is_a_note(tmp_path):
     p = tmp_path / "t.lrc.arrow"
     lk.write_trace(p, tr)
     (r,) = report.compute_results(cli.open_sources([str(p)]), ms=[2, 8], sch_m=4)
+    assert r.ms == [2, 4, 8]  # the summary's SRP at m = sch_m is always computed
     assert any("rho = 2" in n for n in r.notes)
     assert np.isnan(r.hit_at("sch", 2))
     fig = report.figure_hit_vs_rho([r])
