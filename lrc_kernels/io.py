@@ -1286,38 +1286,61 @@ class TraceReader:
 
     def read(self, *, weights: bool = True) -> Trace:
         """The whole source as one in-memory :class:`Trace` (see :func:`read_trace`)."""
-        parts = [t for t in self.batches(_MAX_BATCH_TOKENS, weights=weights)]
-        meta = self.meta
-        if not parts:
-            off = np.zeros(1, np.int64)
-            ex = np.zeros((0, self.num_layers, self.top_k), id_dtype_for(self.num_experts))
-            return Trace(ex, off, num_experts=self.num_experts, meta=meta, _validated=True)
-        labeled = [p.domains is not None for p in parts]
-        if any(labeled) and not all(labeled):
-            bad = [f.name for f in self._files if f.domains() and f.domains()[0] is None]
-            raise TraceFileError(
-                f"some files have domain labels and others not ({bad[:3]} lack them); read "
-                "them separately or label every sequence"
-            )
-        with_w = weights and all(p.weights is not None for p in parts)
-        if weights and self.has_weights is False and any(f.has_weights for f in self._files):
+        if weights and not self.has_weights and any(f.has_weights for f in self._files):
             raise TraceFileError(
                 "some files store gate weights and others not; pass weights=False to read "
                 "the ids of all of them"
             )
-        ids = np.concatenate([p.experts for p in parts])
-        lens = np.concatenate([p.lengths for p in parts])
-        off = np.zeros(lens.shape[0] + 1, np.int64)
-        np.cumsum(lens, out=off[1:])
-        doms = np.concatenate([p.domains for p in parts]) if all(labeled) else None
-        w = np.concatenate([p.weights for p in parts]) if with_w else None
+        with_w = weights and self.has_weights
+        lengths = self.lengths()
+        N, L, k = int(lengths.sum()), self.num_layers, self.top_k
+        wdt = {f.info.get("weights_dtype") for f in self._files}
+        w_type = np.float16 if wdt == {"float16"} else np.float32
+        # Fill one array batch by batch (peak memory: the trace + one batch). The index
+        # is checked only as each batch is decoded, so a size beyond any plausible
+        # compression ratio (a damaged index) falls back to gathering batches.
+        disk = sum(os.path.getsize(f.name) for f in self._files)
+        prealloc = N * L * k <= 64 * disk + (1 << 20)
+        ids = np.empty((N, L, k), id_dtype_for(self.num_experts)) if prealloc else None
+        w = np.empty((N, L, k), w_type) if prealloc and with_w else None
+        parts: list[Trace] = []
+        doms: list = []
+        labeled: set[bool] = set()
+        pos = 0
+        for tr in self.batches(1 << 20, weights=with_w):
+            n = tr.num_tokens
+            if not prealloc or pos + n > N:
+                parts.append(tr)
+            else:
+                ids[pos : pos + n] = tr.experts
+                if w is not None:
+                    w[pos : pos + n] = tr.weights
+            labeled.add(tr.domains is not None)
+            if tr.domains is not None:
+                doms.extend(tr.domains)
+            pos += n
+        if parts:
+            ids = np.concatenate([p.experts for p in parts])
+            if with_w:
+                w = np.concatenate([p.weights.astype(w_type) for p in parts])
+        if len(labeled) > 1:
+            raise TraceFileError(
+                "some files have domain labels and others not; read them separately or "
+                "label every sequence"
+            )
+        if pos != N:
+            raise TraceFileError(
+                f"the files changed while being read ({pos} tokens read, index says {N})"
+            )
+        off = np.zeros(lengths.shape[0] + 1, np.int64)
+        np.cumsum(lengths, out=off[1:])
         return Trace(
             ids,
             off,
             num_experts=self.num_experts,
-            domains=doms,
+            domains=doms if labeled == {True} else None,
             weights=w,
-            meta=meta,
+            meta=self.meta,
             _validated=True,
         )
 
