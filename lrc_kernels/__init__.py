@@ -25,6 +25,10 @@ _LAZY = {
     "TraceWriter": "io",
     "TraceReader": "io",
     "iter_trace_batches": "io",
+    "repair_trace": "io",
+    "TraceFileError": "io",
+    "IncompleteTraceError": "io",
+    "IncompleteTraceWarning": "io",
     "synthetic_trace": "synthetic",
     # capture from Hugging Face transformers models (imports torch)
     "capture": "torch",

@@ -82,9 +82,11 @@ def _is_path_source(obj: Any) -> bool:
     return False
 
 
-# Tokens per batch when streaming trace files: bounds peak memory (ids, and per-batch
-# tables) whatever the file size.
-STREAM_BATCH_TOKENS = 1 << 20
+# Activations (tokens x layers x k) per batch when streaming trace files: bounds peak
+# memory (a few batches of ids, and per-batch tables) whatever the file size.
+STREAM_BATCH_ACTIVATIONS = 1 << 26
+# Fixed tokens per batch instead (tests use it to force many small batches).
+STREAM_BATCH_TOKENS: int | None = None
 
 
 def _batches(
@@ -94,7 +96,11 @@ def _batches(
     if _is_path_source(trace):
         from . import io as _io
 
-        it: Iterable[Trace] = _io.iter_trace_batches(trace, max_tokens=STREAM_BATCH_TOKENS)
+        tokens = STREAM_BATCH_TOKENS
+        if tokens is None:
+            reader = _io.TraceReader(trace)
+            tokens = max(1, STREAM_BATCH_ACTIVATIONS // (reader.num_layers * reader.top_k))
+        it: Iterable[Trace] = _io.iter_trace_batches(trace, max_tokens=tokens)
         if num_experts is not None:
             it = (as_trace(b, num_experts) for b in it)
         if progress:

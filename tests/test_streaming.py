@@ -25,7 +25,7 @@ def files(tmp_path_factory):
     return tr, whole, shards
 
 
-@pytest.fixture(params=[1 << 20, 100], ids=["one-batch", "many-batches"])
+@pytest.fixture(params=[None, 100], ids=["default-batches", "many-batches"])
 def batch_tokens(request, monkeypatch):
     monkeypatch.setattr(_api, "STREAM_BATCH_TOKENS", request.param)
     return request.param
