@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import io as _stdio
 import json
 import math
@@ -145,9 +146,11 @@ def _show_progress(args: argparse.Namespace) -> bool:
     if getattr(args, "quiet", False):
         return False
     try:
-        return sys.stderr.isatty()
+        if not sys.stderr.isatty():
+            return False
     except (AttributeError, ValueError):
         return False
+    return importlib.util.find_spec("tqdm") is not None  # bars are optional
 
 
 class _TokenBar:
@@ -1157,6 +1160,11 @@ def cmd_curves(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("matplotlib") is None:
+        raise CLIError(
+            "lrc report draws its figures with matplotlib, which is not installed: "
+            "pip install 'lrc-kernels[report]'"
+        )
     from . import report
 
     sources = open_sources(args.traces)

@@ -7,7 +7,9 @@ per-layer SRP heatmap, per-domain bars, the numbers behind every figure as table
 trace metadata. ``index.html`` embeds the figures, so the one file can be mailed around;
 the PNGs and a ``report.json`` of tidy rows are written next to it.
 
-Matplotlib is imported only here, with the Agg backend (no display needed).
+Matplotlib is imported only when a figure is drawn; figures are plain
+``matplotlib.figure.Figure`` objects rendered by the Agg canvas (no display, no pyplot, and
+the caller's matplotlib backend is left alone).
 """
 
 from __future__ import annotations
@@ -154,7 +156,7 @@ def compute_results(
     steps_per_model = 8
     bar = None
     if progress is not None and progress.enabled:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # enabled only where tqdm imports (cli._show_progress)
 
         bar = tqdm(total=steps_per_model * len(sources), desc="report", leave=False, delay=0.5)
     try:
@@ -258,9 +260,8 @@ def _pool_layers(layer: Any) -> Any:
 
 # -------------------------------------------------------------------------- figures
 def _new_figure(width: float, height: float) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+    # A bare Figure (no pyplot): no GUI, no global backend switch in the caller's process,
+    # and savefig renders PNG with the Agg canvas.
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=110, layout="constrained")

@@ -407,6 +407,17 @@ def test_progress_only_for_a_terminal(monkeypatch, traces):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     assert cli._show_progress(ns) is True
     assert cli._show_progress(argparse.Namespace(quiet=True)) is False
+    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: None)
+    assert cli._show_progress(ns) is False  # no tqdm: no bars, no crash
+
+
+def test_report_without_matplotlib_says_what_to_install(capsys, traces, monkeypatch, tmp_path):
+    real = cli.importlib.util.find_spec
+    monkeypatch.setattr(
+        cli.importlib.util, "find_spec", lambda n: None if n == "matplotlib" else real(n)
+    )
+    rc, _, err = run_main(capsys, "report", traces["a"], "--out", tmp_path / "r")
+    assert rc == 1 and "lrc-kernels[report]" in err and err.count("\n") == 1
 
 
 def test_progress_bar_counts_every_token_after_its_batch(traces, tmp_path):
