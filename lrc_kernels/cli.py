@@ -18,6 +18,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -114,8 +115,12 @@ def _model_name(reader: Any, path: str) -> str:
     return _file_stem(path)
 
 
-def open_sources(paths: Sequence[str]) -> list[TraceSource]:
-    """Open every trace argument (one model each) and give each a distinct display name."""
+def open_sources(paths: Sequence[str], *, allow_incomplete: bool = False) -> list[TraceSource]:
+    """Open every trace argument (one model each) and give each a distinct display name.
+
+    ``allow_incomplete`` opens files whose writer never finished them (``lrc info`` on a
+    capture in progress), reading their complete record batches only.
+    """
     from . import io as trace_io
 
     out = []
@@ -125,7 +130,9 @@ def open_sources(paths: Sequence[str]) -> list[TraceSource]:
                 f"{p}: numpy arrays are not a trace file; convert it first: "
                 f"lrc convert {p} --out {Path(p).stem}.lrc.arrow (add --num-experts E)"
             )
-        reader = trace_io.TraceReader(p)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", trace_io.IncompleteTraceWarning)
+            reader = trace_io.TraceReader(p, allow_incomplete=allow_incomplete)
         out.append(TraceSource(p, _model_name(reader, p), reader))
     # the same model name twice (two runs of one model): add the file name, else the path
     names = [s.name for s in out]
@@ -528,6 +535,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     _add_traces(p)
+    p.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="read the complete part of files still being written (or interrupted)",
+    )
     _add_output(p)
     _add_common(p)
     p.set_defaults(func=cmd_info)
@@ -731,6 +743,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="safetensors int8 ids: read negative values as ids 128..255 (E <= 256)",
     )
+    p.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="trace files whose writer was interrupted: convert their complete batches",
+    )
     _add_common(p)
     p.set_defaults(func=cmd_convert)
 
@@ -767,7 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------------ commands
 def cmd_info(args: argparse.Namespace) -> int:
-    sources = open_sources(args.traces)
+    sources = open_sources(args.traces, allow_incomplete=args.allow_incomplete)
     rows = [s.info() for s in sources]
     columns = list(rows[0]) if rows else []
 
@@ -1253,13 +1270,23 @@ def _load_input(path: Path, args: argparse.Namespace) -> tuple[Any, Any]:
         if args.domain is not None:
             raise CLIError("--domain applies to numpy inputs; safetensors files name domains")
         return tr, None
-    tr = trace_io.read_trace(path, weights=weights)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", trace_io.IncompleteTraceWarning)
+        tr = trace_io.read_trace(path, weights=weights, allow_incomplete=args.allow_incomplete)
+        reader = trace_io.TraceReader(path, allow_incomplete=args.allow_incomplete)
+        tok = reader.token_ids()
+    if any(issubclass(w.category, trace_io.IncompleteTraceWarning) for w in caught):
+        print(
+            f"lrc: note: {path} is incomplete; converting its {tr.num_sequences:,} complete "
+            "sequences",
+            file=sys.stderr,
+        )
     if args.num_experts is not None and args.num_experts != tr.num_experts:
         raise CLIError(
             f"{path}: --num-experts {args.num_experts} but the trace file says "
             f"num_experts = {tr.num_experts}"
         )
-    return tr, trace_io.TraceReader(path).token_ids()
+    return tr, tok
 
 
 def _concat(traces: list[Any]) -> Any:
@@ -1395,6 +1422,11 @@ def cmd_capture(args: argparse.Namespace) -> int:
 def _error_line(exc: BaseException) -> str:
     msg = str(exc).strip().splitlines()
     text = " ".join(line.strip() for line in msg) if msg else type(exc).__name__
+    if type(exc).__name__ == "IncompleteTraceError":
+        text += (
+            " From the command line: lrc convert FILE --allow-incomplete --out NEW.lrc.arrow "
+            "writes the complete part to a new file."
+        )
     if isinstance(exc, (CLIError, ValueError, TypeError, OSError, MemoryError, RuntimeError)):
         if isinstance(exc, FileNotFoundError) and exc.filename and not msg:
             text = f"{exc.filename}: no such file"

@@ -550,6 +550,27 @@ def test_convert_safetensors_topk_directory(capsys, tmp_path):
     assert list(back.domains) == list(want.domains) and back.meta["layer_ids"] == [2, 10]
 
 
+def test_interrupted_trace_file(capsys, tmp_path):
+    tr = lk.synthetic_trace(30, 50, 2, 8, 2, seed=9)
+    full = tmp_path / "full.lrc.arrow"
+    with lk.TraceWriter(full, num_experts=8, top_k=2, num_layers=2, batch_tokens=200) as w:
+        w.write(tr)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.lrc.arrow"
+    cut.write_bytes(data[: len(data) // 2])  # the writer died half way
+    rc, _, err = run_main(capsys, "srp", cut)
+    assert rc == 1 and err.count("\n") == 1 and "--allow-incomplete" in err
+    rc, out, _ = run_main(capsys, "info", cut, "--allow-incomplete", "--json")
+    (row,) = json.loads(out)
+    n = row["sequences"]
+    assert rc == 0 and 0 < n < 30 and row["tokens"] == 50 * n
+    fixed = tmp_path / "fixed.lrc.arrow"
+    rc, _, err = run_main(capsys, "convert", cut, "--allow-incomplete", "--out", fixed)
+    assert rc == 0 and f"converting its {n} complete sequences" in err
+    back = lk.read_trace(fixed)
+    np.testing.assert_array_equal(back.experts, tr.experts[: 50 * n])
+
+
 @pytest.mark.skipif(not FLAME_NPZ.exists(), reason="real FLAME-MoE trace not present")
 def test_flame_convert_then_srp_sch_subprocess(tmp_path):
     out = tmp_path / "flame.lrc.arrow"
