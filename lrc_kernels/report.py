@@ -217,7 +217,8 @@ def compute_results(
             short = [m for m in m_list if m > max_len]
             if short:
                 r.notes.append(
-                    f"m = {', '.join(map(str, short))} exceed the longest sequence "
+                    f"m = {', '.join(map(str, short))} "
+                    f"{'exceeds' if len(short) == 1 else 'exceed'} the longest sequence "
                     f"({max_len} tokens): no windows, not plotted"
                 )
             if 2 * r.top_k > int(info["num_experts"]):
@@ -277,6 +278,20 @@ def _srp_values(res: Any) -> tuple[np.ndarray, np.ndarray]:
     return v, w
 
 
+def _grid(n: int, per_row: int = 3) -> tuple[int, int]:
+    """Rows and columns of panels: up to ``per_row`` models side by side."""
+    cols = min(n, per_row)
+    return -(-n // cols), cols
+
+
+def _panels(fig: Any, rows: int, cols: int, n: int, **kw: Any) -> list[Any]:
+    """The first ``n`` axes of a rows x cols grid (the spare ones removed)."""
+    grid = fig.subplots(rows, cols, squeeze=False, **kw).ravel()
+    for ax in grid[n:]:
+        ax.remove()
+    return list(grid[:n])
+
+
 def figure_srp_vs_m(models: Sequence[ModelResults]) -> Any:
     """SRP against segment length m, one line per model (the paper's Figure 4 style).
 
@@ -316,8 +331,9 @@ def figure_hit_vs_rho(models: Sequence[ModelResults], rho_mark: float = RHO_MARK
     (the paper's recommended rho = 2) and the SCH value there is printed.
     """
     n = len(models)
-    fig = _new_figure(max(4.6 * n, 5.0), 4.0)
-    axes = fig.subplots(1, n, sharey=True, squeeze=False)[0]
+    rows, cols = _grid(n)
+    fig = _new_figure(max(4.6 * cols, 5.0), 4.0 * rows)
+    axes = _panels(fig, rows, cols, n, sharey=True)
     for ax, r in zip(axes, models, strict=True):
         for pol in POLICY_ORDER:
             rho, h = r.mean_curve(pol)
@@ -332,18 +348,22 @@ def figure_hit_vs_rho(models: Sequence[ModelResults], rho_mark: float = RHO_MARK
         if math.isfinite(at):
             ax.axvline(rho_mark, color="#888888", ls=":", lw=1.2)
             ax.plot([rho_mark], [at], "o", color=POLICY_STYLE["sch"]["color"])
+            right_edge = rho_mark > 0.7 * float(r.info["num_experts"]) / r.top_k
             ax.annotate(
                 f"ρ={rho_mark:g}: SCH {at:.3f}",
                 xy=(rho_mark, at),
-                xytext=(8, -14),
+                xytext=(-8 if right_edge else 8, -14),
                 textcoords="offset points",
+                ha="right" if right_edge else "left",
                 fontsize="small",
             )
         ax.set_title(r.name)
         ax.set_xlabel("cache ratio ρ = C / k (experts cached per layer / top-k)")
         ax.set_xlim(0, float(r.info["num_experts"]) / r.top_k)
         ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel("hit rate (mean over layers)")
+    for i, ax in enumerate(axes):
+        if i % cols == 0:
+            ax.set_ylabel("hit rate (mean over layers)")
     axes[0].set_ylim(0, 1.02)
     axes[0].legend(fontsize="small", loc="lower right")
     fig.suptitle("Expert-cache hit rate against cache size (layer level)")
@@ -353,9 +373,11 @@ def figure_hit_vs_rho(models: Sequence[ModelResults], rho_mark: float = RHO_MARK
 def figure_layer_heatmap(models: Sequence[ModelResults]) -> Any:
     """Per-layer SRP as a heatmap (layers x m), one panel per model, shared colour scale."""
     n = len(models)
-    height = max(2.6, 0.3 * max(int(r.info["num_layers"]) for r in models) + 1.6)
-    fig = _new_figure(max(4.4 * n, 5.0), height)
-    axes = fig.subplots(1, n, squeeze=False)[0]
+    rows, cols = _grid(n)
+    layers = max(int(r.info["num_layers"]) for r in models)
+    height = min(10.0, max(2.6, 0.22 * layers + 1.6))
+    fig = _new_figure(max(4.4 * cols, 5.0), height * rows)
+    axes = _panels(fig, rows, cols, n)
     im = None
     for ax, r in zip(axes, models, strict=True):
         v, _ = _srp_values(r.srp_layer)  # (M, L)
