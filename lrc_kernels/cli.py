@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "build_parser", "TraceSource", "open_sources", "CLIError"]
+__all__ = [
+    "main",
+    "build_parser",
+    "TraceSource",
+    "open_sources",
+    "CLIError",
+    "srp_rows",
+    "curve_rows",
+]
 
 PROG = "lrc"
 DEFAULT_SRP_M = (4, 16, 64, 256)

@@ -35,6 +35,8 @@ __all__ = [
     "figure_layer_heatmap",
     "figure_domains",
     "write_report",
+    "render",
+    "report_rows",
 ]
 
 RHO_MARK = 2.0
