@@ -33,6 +33,8 @@ _LAZY = {
     # capture from Hugging Face transformers models (imports torch)
     "capture": "torch",
     "capture_model": "torch",
+    # the HTML / PNG report (imports matplotlib)
+    "write_report": "report",
 }
 
 __all__ = [

@@ -276,7 +276,8 @@ def srp(
     backend : {"auto", "cpu", "gpu", "reference"}
         ``"auto"`` runs on the GPU for GPU-resident input, else on the CPU.
     progress : bool or callable
-        Progress bar (tqdm) while streaming files; a callable is called with each batch.
+        Progress bar (tqdm) while streaming files. A callable is called with each batch (a
+        :class:`Trace`) just before that batch is processed.
 
     Returns
     -------
