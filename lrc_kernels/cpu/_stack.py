@@ -31,20 +31,15 @@ def _access_id(x, row, l, j, k, E, model):
 
 
 @jit()
-def _stream(x, a, b, l, model, E, policy, m, warm, stat, pos, sid, sp, sl, aux, nxt, last_seen):
-    """Run one stream (rows a:b; layer l unless model) and add its depth counts to ``stat``."""
-    T = b - a
-    if T == 0:
-        return
-    k = x.shape[2]
-    A = k * x.shape[1] if model else k
+def _init_stream(x, a, T, l, model, E, k, A, policy, m, pos, aux, nxt, last_seen):
+    """Reset per-stream state; Belady's next positions or SCH's first window counts."""
     N = pos.shape[0]
     for i in range(N):
         pos[i] = -1
         aux[i] = 0
     if policy == 2:  # Belady: next flat position (1-based) of each access
         for i in range(N):
-            last_seen[i] = T * A + 1 + i
+            last_seen[i] = T * A + 1 + i  # never again
         for t in range(T - 1, -1, -1):
             for j in range(A - 1, -1, -1):
                 y = _access_id(x, a + t, l, j, k, E, model)
@@ -54,23 +49,41 @@ def _stream(x, a, b, l, model, E, policy, m, warm, stat, pos, sid, sp, sl, aux, 
         for t in range(min(m, T)):
             for j in range(A):
                 aux[_access_id(x, a + t, l, j, k, E, model)] += 1
+
+
+@jit()
+def _look_up(x, row, l, model, E, k, A, warm, pos, size, stat):
+    """Step 1: a token's accesses against the stack as it was before the token."""
+    N = pos.shape[0]
+    u = size  # distinct ids first-accessed so far, this token's earlier ones included
+    for j in range(A):
+        y = _access_id(x, row, l, j, k, E, model)
+        d = pos[y]
+        if d >= 0:
+            stat[d] += 1
+        else:
+            if warm:
+                stat[u] += 1
+            else:
+                stat[N] += 1
+            u += 1
+
+
+@jit()
+def _stream(x, a, b, l, model, E, policy, m, warm, stat, pos, sid, sp, sl, aux, nxt, last_seen):
+    """Run one stream (rows a:b; layer l unless model) and add its depth counts to ``stat``."""
+    T = b - a
+    if T == 0:
+        return
+    k = x.shape[2]
+    A = k * x.shape[1] if model else k
+    _init_stream(x, a, T, l, model, E, k, A, policy, m, pos, aux, nxt, last_seen)
     size = 0
     ts = 0
     for t in range(T):
         row = a + t
         # 1. look-ups against the stack as it was before this token
-        u = size
-        for j in range(A):
-            y = _access_id(x, row, l, j, k, E, model)
-            d = pos[y]
-            if d >= 0:
-                stat[d] += 1
-            else:
-                if warm:
-                    stat[u] += 1
-                else:
-                    stat[N] += 1
-                u += 1
+        _look_up(x, row, l, model, E, k, A, warm, pos, size, stat)
         # 2. updates, in stored order
         for j in range(A):
             y = _access_id(x, row, l, j, k, E, model)
@@ -145,39 +158,13 @@ def _stream_packed(
     N = pos.shape[0]
     id_mask = (np.int64(1) << id_bits) - 1
     sh_p = id_bits + ts_bits
-    for i in range(N):
-        pos[i] = -1
-        aux[i] = 0
-    never_base = T * A + 1
-    top = never_base + N  # Belady: primary = top - next >= 1
-    if policy == 2:
-        for i in range(N):
-            last_seen[i] = never_base + i
-        for t in range(T - 1, -1, -1):
-            for j in range(A - 1, -1, -1):
-                y = _access_id(x, a + t, l, j, k, E, model)
-                nxt[t * A + j] = last_seen[y]
-                last_seen[y] = t * A + j + 1
-    elif policy == 3:
-        for t in range(min(m, T)):
-            for j in range(A):
-                aux[_access_id(x, a + t, l, j, k, E, model)] += 1
+    top = T * A + 1 + N  # Belady: primary = top - next >= 1
+    _init_stream(x, a, T, l, model, E, k, A, policy, m, pos, aux, nxt, last_seen)
     size = 0
     ts = np.int64(0)
     for t in range(T):
         row = a + t
-        u = size
-        for j in range(A):
-            y = _access_id(x, row, l, j, k, E, model)
-            d = pos[y]
-            if d >= 0:
-                stat[d] += 1
-            else:
-                if warm:
-                    stat[u] += 1
-                else:
-                    stat[N] += 1
-                u += 1
+        _look_up(x, row, l, model, E, k, A, warm, pos, size, stat)
         for j in range(A):
             y = _access_id(x, row, l, j, k, E, model)
             ts += 1
