@@ -123,6 +123,28 @@ def test_quick_markdown_report(quick_run):
     assert not real.exists() or "Quick mode" not in real.read_text()
 
 
+def test_render_only_rebuilds_the_report(quick_run, tmp_path):
+    res, _ = quick_run
+    md = tmp_path / "again.md"
+    r = _run(
+        [
+            "bench/run.py",
+            "--render-only",
+            "--only",
+            "bench_srp,bench_stack",
+            "--results",
+            str(res),
+            "--markdown",
+            str(md),
+        ],
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    text = md.read_text()
+    assert "## bench_srp" in text and "## bench_stack" in text and "Quick mode" in text
+    assert "--render-only" in text.splitlines()[2]
+
+
 def test_render_from_recorded_results(quick_run):
     _, docs = quick_run
     md = bench_run.render(list(docs.values()), docs["bench_srp"]["machine"], False, "x")
