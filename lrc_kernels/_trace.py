@@ -67,6 +67,21 @@ def _validate_num_experts(num_experts: Any) -> int:
     return int(num_experts)
 
 
+def _check_layout(L: int, k: int, E: int) -> None:
+    """Layers and slots of an ``(N, L, k)`` id array, against ``E`` experts."""
+    if L == 0:
+        raise ValueError("experts has 0 layers (shape[1] == 0); a trace needs >= 1 layer")
+    if k == 0:
+        raise ValueError(
+            "experts has k = 0 routing slots (shape[2] == 0); a trace needs top-k >= 1"
+        )
+    if k > E:
+        raise ValueError(
+            f"top-k = {k} exceeds num_experts = {E}: ids within a token must be "
+            "distinct, so k <= num_experts. Is num_experts too small?"
+        )
+
+
 class Trace:
     """A routing trace: the top-k experts chosen for every token of every sequence and layer.
 
@@ -140,17 +155,7 @@ class Trace:
                 )
         N, L, k = x.shape
         if not _validated:
-            if L == 0:
-                raise ValueError("experts has 0 layers (shape[1] == 0); a trace needs >= 1 layer")
-            if k == 0:
-                raise ValueError(
-                    "experts has k = 0 routing slots (shape[2] == 0); a trace needs top-k >= 1"
-                )
-            if k > E:
-                raise ValueError(
-                    f"top-k = {k} exceeds num_experts = {E}: ids within a token must be "
-                    "distinct, so k <= num_experts. Is num_experts too small?"
-                )
+            _check_layout(L, k, E)
         off = self._check_offsets(offsets, N) if not _validated else np.asarray(offsets)
         if not _validated:
             x = _validate_ids(x, off, E)

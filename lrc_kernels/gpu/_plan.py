@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .._trace import Trace, _check_int_array, _locate, id_dtype_for
+from .._trace import Trace, _check_int_array, _check_layout, _locate, id_dtype_for
 
 __all__ = [
     "KERNEL_DIR",
@@ -355,17 +355,7 @@ def validate_ids(
             "(T, L, k) or (T, k) arrays."
         )
     N, L, k = x.shape
-    if L == 0:
-        raise ValueError("experts has 0 layers (shape[1] == 0); a trace needs >= 1 layer")
-    if k == 0:
-        raise ValueError(
-            "experts has k = 0 routing slots (shape[2] == 0); a trace needs top-k >= 1"
-        )
-    if k > E:
-        raise ValueError(
-            f"top-k = {k} exceeds num_experts = {E}: ids within a token must be "
-            "distinct, so k <= num_experts. Is num_experts too small?"
-        )
+    _check_layout(L, k, E)
     off = Trace._check_offsets(offsets, N)
     if x.size:
         lo, hi = int(x.min()), int(x.max())
