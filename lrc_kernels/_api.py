@@ -36,6 +36,8 @@ POLICIES = ("lru", "lfu", "belady", "sch")
 # float32 holds every integer up to 2**24 exactly, float64 up to 2**53
 _F32_EXACT = 1 << 24
 _F64_EXACT = 1 << 53
+# largest cache (ids in one stack) the engine accepts
+_MAX_CACHE_IDS = 1 << 24
 # refuse per-sequence bootstrap tables larger than this (bytes)
 _BOOTSTRAP_TABLE_LIMIT = int(os.environ.get("LRC_BOOTSTRAP_TABLE_LIMIT", 4 << 30))
 
@@ -563,6 +565,13 @@ def hit_curve(
     batches, _ = _batches(trace, num_experts, progress)
     for batch in batches:
         first = _check_shape(first, batch)
+        n_cache = batch.num_experts * (batch.num_layers if model_level else 1)
+        if n_cache > _MAX_CACHE_IDS:
+            raise ValueError(
+                f"a {level}-level cache over {n_cache:,} experts is beyond the stack engine's "
+                f"limit of {_MAX_CACHE_IDS:,} ids (its state is O(ids) per thread); is "
+                "num_experts right?"
+            )
         bk, experts = _backend(backend, batch)
         dcode = dom.codes(_domain_labels(batch, by_domain))
         keys = list(zip(dcode.tolist(), batch.lengths.tolist(), strict=True))

@@ -262,3 +262,11 @@ def test_trace_without_sequences():
     assert r.domains == []
     assert lk.sch(t, 2, by_domain=True).rates.shape == (0, 2, 4)
     assert np.isnan(lk.sch(t, 2).rates).all()
+
+
+def test_absurd_expert_counts_are_refused_before_allocating():
+    x = np.array([[[0, 1]], [[1, 2]]])
+    with pytest.raises(ValueError, match="beyond the stack engine's limit"):
+        lk.sch(x, 2, num_experts=1 << 25)
+    with pytest.raises(ValueError, match="beyond the stack engine's limit"):
+        lk.hit_curve(np.stack([x[:, 0]] * 3, axis=1), "lru", level="model", num_experts=1 << 23)
