@@ -11,9 +11,9 @@ Conventions for examples in ``docs/*.md`` (stated here, the one place that defin
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +68,13 @@ def code_blocks(path: Path) -> list[tuple[int, str, str | None]]:
     return out
 
 
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def _pages() -> list[Path]:
     return sorted(p for p in DOCS.glob("*.md") if code_blocks(p))
 
@@ -118,8 +125,9 @@ def test_slow_examples_run(page, tmp_path):
 
 def test_mkdocs_build_strict(tmp_path):
     """``mkdocs build --strict`` (the one documented command) succeeds without network."""
-    if shutil.which("mkdocs") is None:
-        pytest.skip("mkdocs is not installed (pip install mkdocs 'mkdocstrings[python]')")
+    missing = [m for m in ("mkdocs", "mkdocstrings_handlers.python") if not _has_module(m)]
+    if missing:
+        pytest.skip(f"{missing} not installed: pip install mkdocs 'mkdocstrings[python]'")
     env = dict(os.environ)
     # any attempt to reach the network fails at once instead of hanging
     env.update(
