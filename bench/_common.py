@@ -417,6 +417,7 @@ def derive(records: list[dict[str, Any]]) -> dict[str, Any]:
                 "target": target,
                 "measured": measured,
                 "met": bool(met),
+                "baseline": g.get("baseline"),
             }
         )
     return {"thread_ratio": thread_ratio, "speedup": speedup, "scaling": scaling, "goals": goals}
