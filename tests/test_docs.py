@@ -26,13 +26,7 @@ MARK = re.compile(r"<!--\s*test:\s*(skip|slow)\s*-->\s*$")
 # Pages whose authors have yet to mark their non-runnable fragments (a real model, a GPU)
 # with <!-- test: skip -->. Each entry is reported as a skip with its reason; remove it as
 # soon as the page is marked.
-PENDING = {
-    "capture.md": "its two examples need a real model and text files: mark them "
-    "<!-- test: skip --> (requested from the page's author)",
-    "trace-format.md": "its first example uses an undefined `trace` and a `shards/` folder: "
-    "define them (e.g. lk.synthetic_trace) or mark it <!-- test: skip --> (requested from the "
-    "page's author)",
-}
+PENDING: dict[str, str] = {}
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
 
 
