@@ -398,7 +398,18 @@ def srp(
             act.append(_act_ratio(table[..., sl], mm, win, by_domain))
         if per_seq:
             lo, hi = _bootstrap_ci(
-                seq_all, int(cols[mi]), Wmat, dom_all, D, level, mm, wl, f1, confidence, by_domain
+                seq_all,
+                int(cols[mi]),
+                rows,
+                Wmat,
+                dom_all,
+                D,
+                level,
+                mm,
+                wl,
+                f1,
+                confidence,
+                by_domain,
             )
             ci_lo.append(lo)
             ci_hi.append(hi)
@@ -455,15 +466,16 @@ def _act_ratio(tab: np.ndarray, m: int, win: np.ndarray, by_domain: bool) -> np.
     return r if by_domain else r[0]
 
 
-def _bootstrap_ci(seq_tab, c0, Wmat, dom_all, D, level, m, wl, est, confidence, by_domain):
+def _bootstrap_ci(seq_tab, c0, totals, Wmat, dom_all, D, level, m, wl, est, confidence, by_domain):
     """Basic bootstrap interval of the SRP values from per-sequence tables.
 
     Each resample's histograms are ``W @ H_s`` (resample multiplicities times per-sequence
-    histograms): one BLAS product in float32 (exact below 2**24 per cell) or float64
-    (below 2**53). Bins that are zero in every sequence are dropped first; they are zero in
-    every resample and do not change any F1 (see :func:`best_f1_sparse`).
+    histograms): a BLAS product in float32 (exact below 2**24 per cell) or float64
+    (below 2**53), see ``lrc_kernels.cpu._srp.resample_product``. Bins that are zero in
+    every sequence are dropped first; they are zero in every resample and do not change any
+    F1 (see ``lrc_kernels.cpu._srp.best_f1_sparse``).
     """
-    from .cpu._srp import best_f1_sparse, gather_nonzero_bins
+    from .cpu._srp import best_f1_sparse, gather_bins, resample_product
 
     S = seq_tab.shape[0]
     if level == "model":
@@ -480,7 +492,9 @@ def _bootstrap_ci(seq_tab, c0, Wmat, dom_all, D, level, m, wl, est, confidence, 
     dtype = np.float32 if bound < _F32_EXACT else np.float64
     if bound >= _F64_EXACT:  # pragma: no cover - beyond 2**53 windows
         raise OverflowError("too many windows for an exact bootstrap product")
-    keep, Hs = gather_nonzero_bins(rows3, c0, m, dtype)
+    # bins non-zero in some sequence = bins non-zero in the totals (counts are >= 0)
+    keep = np.flatnonzero(totals.sum(axis=0).reshape(-1)).astype(np.int64)
+    Hs = gather_bins(rows3, c0, m, keep, dtype)
     col_r = keep // (m + 1)
     col_c = keep % (m + 1)
     row_ptr = np.searchsorted(col_r, np.arange(R + 1)).astype(np.int64)
@@ -489,7 +503,7 @@ def _bootstrap_ci(seq_tab, c0, Wmat, dom_all, D, level, m, wl, est, confidence, 
     out_hi = []
     for d in range(D):
         Wd = Wmat if not by_domain else Wmat * (dom_all == d)[None, :]
-        f1 = best_f1_sparse(Wd.astype(dtype) @ Hs, row_ptr, col_c, m)
+        f1 = best_f1_sparse(resample_product(Wd, Hs), row_ptr, col_c, m)
         qlo, qhi = np.quantile(f1, q, axis=0)
         e = (est[d] if by_domain else est[0]).reshape(-1)
         out_lo.append((2 * e - qhi).reshape(row_shape))

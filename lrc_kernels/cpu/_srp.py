@@ -11,9 +11,11 @@ activation plus O(E), independent of m.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
-from ._jit import jit, prange
+from ._jit import jit, num_threads, prange
 from ._plan import make_plan
 
 __all__ = ["window_hist_table", "best_f1_rows"]
@@ -193,18 +195,6 @@ def best_f1_sparse(Hb: np.ndarray, row_ptr: np.ndarray, col_c: np.ndarray, m: in
 
 
 @jit(parallel=True)
-def _nonzero_bins(tab, c0, nb):
-    S, R, _ = tab.shape
-    keep = np.zeros(R * nb, np.bool_)
-    for r in prange(R):
-        for s in range(S):
-            for c in range(nb):
-                if tab[s, r, c0 + c] != 0:
-                    keep[r * nb + c] = True
-    return keep
-
-
-@jit(parallel=True)
 def _gather_bins(tab, c0, nb, cols, out):
     S = tab.shape[0]
     J = cols.shape[0]
@@ -215,15 +205,51 @@ def _gather_bins(tab, c0, nb, cols, out):
             out[s, j] = tab[s, r, c0 + c]
 
 
-def gather_nonzero_bins(tab: np.ndarray, c0: int, m: int, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Columns of ``tab[:, :, c0:c0+m+1]`` (shape (S, R, W)) that are non-zero somewhere.
-
-    Returns ``(keep, H)``: flat indices ``r*(m+1) + c`` of the kept bins (increasing) and the
-    per-sequence counts of those bins as ``dtype``, shape ``(S, len(keep))``.
-    """
+def gather_bins(tab: np.ndarray, c0: int, m: int, keep: np.ndarray, dtype) -> np.ndarray:
+    """Per-sequence counts of the bins ``keep`` (flat ``r*(m+1) + c``) of
+    ``tab[:, :, c0:c0+m+1]`` (``tab`` shaped (S, R, W)), as ``dtype``, shape (S, len(keep))."""
     tab = np.ascontiguousarray(tab)
-    nb = int(m) + 1
-    keep = np.flatnonzero(_nonzero_bins(tab, int(c0), nb)).astype(np.int64)
     out = np.empty((tab.shape[0], keep.shape[0]), dtype)
-    _gather_bins(tab, int(c0), nb, keep, out)
-    return keep, out
+    _gather_bins(tab, int(c0), int(m) + 1, keep.astype(np.int64), out)
+    return out
+
+
+_BLAS = None
+
+
+def _blas_controller():
+    """One threadpoolctl controller per process (inspecting loaded libraries takes ms)."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS
+
+
+def resample_product(W: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """``W @ H`` in ``H.dtype``: resample multiplicities times per-sequence bin counts.
+
+    Every entry is an integer sum; the caller picks float32 or float64 so that all partial
+    sums are exactly representable, which makes BLAS exact here. The product runs on as many
+    threads as the Numba kernels (column blocks, one single-threaded BLAS call each), with
+    BLAS's own thread pool held to one thread: its workers keep spinning after a call and
+    would otherwise compete with the Numba kernels that run next.
+    """
+    W = np.ascontiguousarray(W, dtype=H.dtype)
+    H = np.ascontiguousarray(H)
+    J = H.shape[1]
+    n = max(1, min(num_threads(), J // 256))
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        if n == 1:
+            return W @ H
+        out = np.empty((W.shape[0], J), H.dtype)
+        edges = np.linspace(0, J, n + 1).astype(np.int64)
+
+        def part(i: int) -> None:
+            a, b = edges[i], edges[i + 1]
+            np.matmul(W, H[:, a:b], out=out[:, a:b])
+
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            list(pool.map(part, range(n)))
+        return out
