@@ -225,6 +225,9 @@ def main() -> None:
     ap.add_argument("--path", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if os.environ.get("LRC_BENCH_QUICK", "") not in ("", "0", "false", "no"):  # run.py --quick
+        args.quick = True
+        args.gb = min(args.gb, 0.05)
     if args.stage:
         stage(args.stage, args.path, args.out)
         return
