@@ -329,6 +329,8 @@ def srp(
                     "'model' for confidence intervals, fewer m values, or raise "
                     "LRC_BOOTSTRAP_TABLE_LIMIT (bytes)"
                 )
+            # one row per sequence; the CPU kernels can write them as int32
+            kw = {"per_sequence_int32": True} if bk.__name__ == "lrc_kernels.cpu" else {}
             t = bk.window_hist_table(
                 experts,
                 batch.offsets,
@@ -337,6 +339,7 @@ def srp(
                 np.arange(S_b, dtype=np.int64),
                 S_b,
                 per_expert,
+                **kw,
             )
             seq_tables.append(t)
             gsum = np.zeros((G,) + t.shape[1:], np.int64)

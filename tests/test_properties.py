@@ -229,3 +229,22 @@ def test_sequence_order_and_single_domain(tr, m, seed):
     np.testing.assert_array_equal(d.value[0], a.value)
     assert d.domains == ["all"]
     np.testing.assert_array_equal(lk.sch(one, m, by_domain=True).rates[0], c1.rates)
+
+
+@pytest.mark.parametrize("backend", FAST)
+@settings(max_examples=20)
+@given(
+    tr=traces(max_experts=30, domains=True),
+    ms=st.lists(segment_lengths(20), min_size=1, max_size=2),
+    level=st.sampled_from(["model", "layer", "expert"]),
+    by_domain=st.booleans(),
+    seed=st.integers(0, 50),
+)
+def test_bootstrap_matches_reference(backend, tr, ms, level, by_domain, seed):
+    """Per-sequence tables (int32 on the CPU, int64 in the reference) give the same CI."""
+    kw = dict(level=level, by_domain=by_domain, bootstrap=25, seed=seed)
+    a = lk.srp(tr, ms, backend="reference", **kw)
+    b = lk.srp(tr, ms, backend=backend, **kw)
+    np.testing.assert_array_equal(a.value, b.value)
+    np.testing.assert_array_equal(a.ci[0], b.ci[0])
+    np.testing.assert_array_equal(a.ci[1], b.ci[1])

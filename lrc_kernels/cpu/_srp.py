@@ -71,8 +71,21 @@ def _hist_chunks(x, offsets, seq_order, chunk_ptr, ms, cols, E, per_expert, out)
                 _hist_one(x, a, b, l, ms[mi], cnt, since, h, cols[mi], per_expert)
 
 
-def window_hist_table(experts, offsets, num_experts, ms, group, n_groups, per_expert):
-    """Same contract as :func:`lrc_kernels.reference.window_hist_table`."""
+def window_hist_table(
+    experts, offsets, num_experts, ms, group, n_groups, per_expert, *, per_sequence_int32=False
+):
+    """Same contract as :func:`lrc_kernels.reference.window_hist_table`.
+
+    ``per_sequence_int32=True`` (for per-sequence bootstrap tables, where every group is one
+    sequence) writes int32 counts: a count of one sequence is at most its number of windows,
+    and half the bytes make the kernel and everything reading its table faster.
+    """
+    int32 = bool(per_sequence_int32)
+    if int32:
+        g = np.asarray(group)
+        lens = np.diff(np.asarray(offsets))
+        if np.unique(g).size != g.size or (lens.size and lens.max() >= 2**31):
+            int32 = False  # groups of several sequences: counts may pass 2**31
     ms = np.asarray(ms, dtype=np.int64)
     cols = np.zeros(ms.shape[0], np.int64)
     if ms.shape[0] > 1:
@@ -81,9 +94,10 @@ def window_hist_table(experts, offsets, num_experts, ms, group, n_groups, per_ex
     N, L, k = experts.shape
     Eo = int(num_experts) if per_expert else 1
     lengths = np.diff(offsets)
-    row_bytes = L * Eo * width * 8
+    dtype = np.int32 if int32 else np.int64
+    row_bytes = L * Eo * width * np.dtype(dtype).itemsize
     plan = make_plan(lengths, group, n_groups, row_bytes=row_bytes, min_tokens=int(ms.min()))
-    out = np.zeros((plan.n_chunks, L, Eo, width), dtype=np.int64)
+    out = np.zeros((plan.n_chunks, L, Eo, width), dtype=dtype)
     if plan.n_chunks:
         _hist_chunks(
             experts,
