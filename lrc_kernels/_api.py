@@ -478,7 +478,7 @@ def _bootstrap_ci(seq_tab, c0, totals, Wmat, dom_all, D, level, m, wl, est, conf
     every sequence are dropped first; they are zero in every resample and do not change any
     F1 (see ``lrc_kernels.cpu._srp.best_f1_sparse``).
     """
-    from .cpu._srp import best_f1_sparse, gather_bins, resample_product
+    from .cpu._srp import best_f1_sparse, column_quantiles, gather_bins, resample_product
 
     S = seq_tab.shape[0]
     if level == "model":
@@ -507,7 +507,7 @@ def _bootstrap_ci(seq_tab, c0, totals, Wmat, dom_all, D, level, m, wl, est, conf
     for d in range(D):
         Wd = Wmat if not by_domain else Wmat * (dom_all == d)[None, :]
         f1 = best_f1_sparse(resample_product(Wd, Hs), row_ptr, col_c, m)
-        qlo, qhi = np.quantile(f1, q, axis=0)
+        qlo, qhi = column_quantiles(f1, q)
         e = (est[d] if by_domain else est[0]).reshape(-1)
         out_lo.append((2 * e - qhi).reshape(row_shape))
         out_hi.append((2 * e - qlo).reshape(row_shape))

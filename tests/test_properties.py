@@ -248,3 +248,19 @@ def test_bootstrap_matches_reference(backend, tr, ms, level, by_domain, seed):
     np.testing.assert_array_equal(a.value, b.value)
     np.testing.assert_array_equal(a.ci[0], b.ci[0])
     np.testing.assert_array_equal(a.ci[1], b.ci[1])
+
+
+@given(
+    B=st.integers(1, 60),
+    R=st.integers(1, 5),
+    conf=st.floats(0.01, 0.99),
+    seed=st.integers(0, 1000),
+    ties=st.booleans(),
+)
+def test_column_quantiles_equal_numpy(B, R, conf, seed, ties):
+    rng = np.random.default_rng(seed)
+    x = rng.random((B, R))
+    if ties:
+        x = np.round(x * 4) / 4
+    q = [(1 - conf) / 2, (1 + conf) / 2]
+    np.testing.assert_array_equal(_srp.column_quantiles(x, q), np.quantile(x, q, axis=0))

@@ -162,28 +162,29 @@ def best_f1_rows(H: np.ndarray, m: int):
 
 
 @jit(parallel=True)
-def _best_f1_sparse(Hb, row_ptr, col_c, m, out):
+def _best_f1_sparse(Hb, row_ptr, col_c, m, max_row, out):
     B = Hb.shape[0]
     R = row_ptr.shape[0] - 1
     for b in prange(B):
+        suf_m = np.empty(max_row, np.float64)  # matches(p) for p = each kept bin
+        suf_c = np.empty(max_row, np.float64)  # windows with count >= p
         for r in range(R):
             a = row_ptr[r]
-            z = row_ptr[r + 1]
-            acts = 0.0
-            for j in range(a, z):
-                acts += col_c[j] * np.float64(Hb[b, j])
-            best = 0.0
+            n = row_ptr[r + 1] - a
             matches = 0.0
             cells = 0.0
-            for j in range(z - 1, a - 1, -1):
-                h = np.float64(Hb[b, j])
-                matches += col_c[j] * h
+            for i in range(n - 1, -1, -1):  # suffix sums: sequential, additions only
+                h = np.float64(Hb[b, a + i])
+                matches += col_c[a + i] * h
                 cells += h
-                den = m * cells + acts
-                if den > 0:
-                    v = 2.0 * matches / den
-                    if v > best:
-                        best = v
+                suf_m[i] = matches
+                suf_c[i] = cells
+            acts = matches  # the suffix from the lowest kept bin is every activation
+            best = 0.0
+            for i in range(n):  # independent divisions: vectorised
+                den = m * suf_c[i] + acts
+                v = 2.0 * suf_m[i] / den if den > 0 else 0.0
+                best = max(best, v)
             out[b, r] = best
 
 
@@ -198,11 +199,13 @@ def best_f1_sparse(Hb: np.ndarray, row_ptr: np.ndarray, col_c: np.ndarray, m: in
     """
     out = np.empty((Hb.shape[0], row_ptr.shape[0] - 1), np.float64)
     if out.size:
+        row_ptr = row_ptr.astype(np.int64)
         _best_f1_sparse(
             np.ascontiguousarray(Hb),
-            row_ptr.astype(np.int64),
+            row_ptr,
             col_c.astype(np.int64),
             int(m),
+            max(int(np.diff(row_ptr).max()), 1),
             out,
         )
     return out
@@ -267,3 +270,42 @@ def resample_product(W: np.ndarray, H: np.ndarray) -> np.ndarray:
         with ThreadPoolExecutor(max_workers=n) as pool:
             list(pool.map(part, range(n)))
         return out
+
+
+@jit()
+def _lerp(a, b, t):
+    # numpy's quantile interpolation, bit for bit (numpy.lib._function_base_impl._lerp)
+    d = b - a
+    if t >= 0.5:
+        return b - d * (1.0 - t)
+    return a + d * t
+
+
+@jit(parallel=True)
+def _column_quantiles(xt, qs, out):
+    R, B = xt.shape
+    nq = qs.shape[0]
+    kth = np.empty(2 * nq, np.int64)
+    for i in range(nq):
+        lo = int(np.floor(qs[i] * (B - 1)))
+        kth[2 * i] = lo
+        kth[2 * i + 1] = min(lo + 1, B - 1)
+    for r in prange(R):
+        col = np.partition(xt[r], kth)  # the order statistics needed, nothing more
+        for i in range(nq):
+            v = qs[i] * (B - 1)
+            out[i, r] = _lerp(col[kth[2 * i]], col[kth[2 * i + 1]], v - kth[2 * i])
+
+
+def column_quantiles(x: np.ndarray, qs) -> np.ndarray:
+    """``np.quantile(x, qs, axis=0)`` (method "linear"), one column per thread.
+
+    Same interpolation arithmetic as numpy, so the same bits. ``x`` must be free of NaN.
+    """
+    qs = np.asarray(qs, np.float64)
+    out = np.empty((qs.shape[0], x.shape[1]), np.float64)
+    if x.shape[0] and x.shape[1]:
+        _column_quantiles(np.ascontiguousarray(x.T, dtype=np.float64), qs, out)
+    else:
+        out[:] = np.nan
+    return out
