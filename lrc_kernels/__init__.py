@@ -11,7 +11,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ._api import domain_specialization, hit_curve, load_balance, sch, srp
+from ._api import (
+    domain_specialization,
+    hit_curve,
+    load_balance,
+    sch,
+    srp,
+    srp_from_histogram,
+)
 from ._results import HitCurve, SRPResult
 from ._trace import Trace, as_trace
 
@@ -41,6 +48,7 @@ __all__ = [
     "Trace",
     "as_trace",
     "srp",
+    "srp_from_histogram",
     "sch",
     "hit_curve",
     "load_balance",

@@ -18,6 +18,7 @@ from ._trace import Trace, _is_device_array, as_trace
 
 __all__ = [
     "srp",
+    "srp_from_histogram",
     "sch",
     "hit_curve",
     "load_balance",
@@ -223,6 +224,36 @@ def _best(H: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(acts > 0, preds / np.where(acts > 0, acts, 1), np.nan)
     return f1.reshape(shape), thr.reshape(shape), ratio.reshape(shape)
+
+
+def srp_from_histogram(histogram: Any, m: int) -> tuple[Any, Any, Any]:
+    """SRP, best threshold and ``preds/acts`` of window-count histograms you pooled yourself.
+
+    Parameters
+    ----------
+    histogram : array_like of int, shape (..., m + 1)
+        ``H[..., c]``: windows in which an expert is used by ``c`` tokens, summed over
+        whatever should share one threshold (e.g. ``SRPResult.histogram`` of a layer-level
+        result summed over layers gives the model level).
+    m : int
+        The segment length the histogram was counted with.
+
+    Returns
+    -------
+    (value, threshold, ratio)
+        Arrays of the leading shape, bit-identical to what :func:`srp` reports for the
+        same histogram.
+    """
+    m = _check_int(m, "m", 1)
+    H = np.asarray(histogram)
+    if H.dtype == np.bool_ or not np.issubdtype(H.dtype, np.integer):
+        raise TypeError(f"histogram must hold integer counts, got dtype {H.dtype}")
+    if H.ndim < 1 or H.shape[-1] != m + 1:
+        raise ValueError(f"histogram's last axis must have m + 1 = {m + 1} bins, got {H.shape}")
+    if H.size and H.min() < 0:
+        raise ValueError("histogram counts must be >= 0")
+    f1, thr, ratio = _best(np.ascontiguousarray(H, dtype=np.int64), m)
+    return _scalarize(f1), _scalarize(thr), _scalarize(ratio)
 
 
 def _level_rows(table: np.ndarray, level: str) -> np.ndarray:

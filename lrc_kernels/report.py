@@ -239,13 +239,13 @@ def _pool_layers(layer: Any) -> Any:
     """Model-level SRP from a layer-level result (list of m, no domains): the layer
     histograms summed, then the API's own best-threshold reduction, so the values are
     bit-identical to ``srp(..., level="model")``."""
-    from ._api import _best
+    from ._api import srp_from_histogram
     from ._results import SRPResult
 
     values, thresholds, ratios, hists = [], [], [], []
     for m, H in zip(layer.m, layer.histogram, strict=True):
         pooled = np.asarray(H, dtype=np.int64).sum(axis=0)
-        f1, thr, ratio = _best(pooled, int(m))
+        f1, thr, ratio = srp_from_histogram(pooled, int(m))
         values.append(f1)
         thresholds.append(thr)
         ratios.append(ratio)

@@ -172,3 +172,20 @@ def test_load_balance_and_domain_specialization(small):
 def test_results_repr(small):
     assert "SRPResult(level='model', m=4, value=0." in repr(lk.srp(small, 4))
     assert "HitCurve(policy='sch', m=4" in repr(lk.sch(small, 4))
+
+
+def test_srp_from_histogram_pools_like_srp(small):
+    lay = lk.srp(small, [3, 9], level="layer")
+    mod = lk.srp(small, [3, 9], level="model")
+    for i, m in enumerate([3, 9]):
+        v, p, r = lk.srp_from_histogram(lay.histogram[i].sum(axis=0), m)
+        assert v == mod.value[i] and p == mod.threshold[i] and r == mod.ratio[i]
+    # SPEC example 1, m = 2: layer histogram [8, 12, 8] gives 14/17 at p* = 1
+    v, p, r = lk.srp_from_histogram([8, 12, 8], 2)
+    assert v == 14 / 17 and p == 1 and r == 40 / 28
+    with pytest.raises(ValueError, match="m \\+ 1 = 3 bins"):
+        lk.srp_from_histogram([1, 2], 2)
+    with pytest.raises(TypeError, match="integer counts"):
+        lk.srp_from_histogram([1.0, 2.0, 3.0], 2)
+    with pytest.raises(ValueError, match=">= 0"):
+        lk.srp_from_histogram([1, -2, 3], 2)
