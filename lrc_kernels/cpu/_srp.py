@@ -54,21 +54,25 @@ def _hist_one(x, a, b, l, m, cnt, since, h, col, per_expert):
 
 
 @jit(parallel=True)
-def _hist_chunks(x, offsets, seq_order, chunk_ptr, ms, cols, E, per_expert, out):
+def _hist_chunks(x, offsets, seq_order, chunk_ptr, ms, cols, E, per_expert, workers, out):
     P = chunk_ptr.shape[0] - 1
     L = x.shape[1]
-    for unit in prange(P * L):
-        c = unit // L
-        l = unit % L
+    U = P * L
+    # one worker per thread, units dealt round-robin: scratch is allocated once per worker,
+    # not once per unit (small allocations from every thread contend in the allocator)
+    for w in prange(workers):
         cnt = np.zeros(E, np.int64)
         since = np.zeros(E, np.int64)
-        h = out[c, l]
-        for q in range(chunk_ptr[c], chunk_ptr[c + 1]):
-            s = seq_order[q]
-            a = offsets[s]
-            b = offsets[s + 1]
-            for mi in range(ms.shape[0]):
-                _hist_one(x, a, b, l, ms[mi], cnt, since, h, cols[mi], per_expert)
+        for unit in range(w, U, workers):
+            c = unit // L
+            l = unit % L
+            h = out[c, l]
+            for q in range(chunk_ptr[c], chunk_ptr[c + 1]):
+                s = seq_order[q]
+                a = offsets[s]
+                b = offsets[s + 1]
+                for mi in range(ms.shape[0]):
+                    _hist_one(x, a, b, l, ms[mi], cnt, since, h, cols[mi], per_expert)
 
 
 def window_hist_table(
@@ -108,6 +112,7 @@ def window_hist_table(
             cols,
             int(num_experts),
             1 if per_expert else 0,
+            max(1, min(num_threads(), plan.n_chunks * L)),
             out,
         )
     return plan.reduce(out)
