@@ -119,58 +119,33 @@ def run(ctx: Context) -> None:
     # ------------------------------------------------------------------- E 8 .. 256
     S = ctx.pick(256, 4)
     Tn = ctx.pick(512, 64)
-    for E in ctx.pick([8, 16, 32, 64, 128, 256], [8, 16]):
-        k = 4
+
+    def srp_and_sch(E: int, k: int, seed: int, group: str, case: str, sweep) -> None:
+        """Expert-level SRP and layer-level SCH on one single-layer trace."""
         _check(ctx, E, k, 1, f"E={E} k={k} L=1")
-        tr = make_trace(S, Tn, 1, E, k, stay=0.5, seed=7)
+        tr = make_trace(S, Tn, 1, E, k, stay=0.5, seed=seed)
         p = {"S": S, "T": Tn, "L": 1, "E": E, "k": k}
-        ctx.measure(
-            "srp m=16 expert level",
-            f"E={E}",
-            lambda tr=tr: lk.srp(tr, 16, level="expert"),
-            activations=tr.num_activations,
-            params=p,
-            group="E",
-            sweep=("E (k=4)", E),
-            digest_of=_srp_digest,
-        )
-        ctx.measure(
-            "sch m=16 layer",
-            f"E={E}",
-            lambda tr=tr: lk.sch(tr, 16),
-            activations=tr.num_activations,
-            params=p,
-            group="E",
-            sweep=("E (k=4)", E),
-            digest_of=_stat_digest,
-        )
+        for kernel, fn, digest_fn in (
+            ("srp m=16 expert level", lambda tr=tr: lk.srp(tr, 16, level="expert"), _srp_digest),
+            ("sch m=16 layer", lambda tr=tr: lk.sch(tr, 16), _stat_digest),
+        ):
+            ctx.measure(
+                kernel,
+                case,
+                fn,
+                activations=tr.num_activations,
+                params=p,
+                group=group,
+                sweep=sweep,
+                digest_of=digest_fn,
+            )
+
+    for E in ctx.pick([8, 16, 32, 64, 128, 256], [8, 16]):
+        srp_and_sch(E, 4, 7, "E", f"E={E}", ("E (k=4)", E))
 
     # --------------------------------------------------------------------- k 1 .. 8
     for k in ctx.pick([1, 2, 4, 8], [1, 2]):
-        E = 64
-        _check(ctx, E, k, 1, f"E={E} k={k} L=1")
-        tr = make_trace(S, Tn, 1, E, k, stay=0.5, seed=8)
-        p = {"S": S, "T": Tn, "L": 1, "E": E, "k": k}
-        ctx.measure(
-            "srp m=16 expert level",
-            f"k={k}",
-            lambda tr=tr: lk.srp(tr, 16, level="expert"),
-            activations=tr.num_activations,
-            params=p,
-            group="k",
-            sweep=("k (E=64)", k),
-            digest_of=_srp_digest,
-        )
-        ctx.measure(
-            "sch m=16 layer",
-            f"k={k}",
-            lambda tr=tr: lk.sch(tr, 16),
-            activations=tr.num_activations,
-            params=p,
-            group="k",
-            sweep=("k (E=64)", k),
-            digest_of=_stat_digest,
-        )
+        srp_and_sch(64, k, 8, "k", f"k={k}", ("k (E=64)", k))
 
     # ---------------------------------------------------------------- layers 1 .. 48
     S = ctx.pick(16, 2)
