@@ -427,6 +427,21 @@ def _add_traces(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_cache_options(p: argparse.ArgumentParser) -> None:
+    """--level and --cold-start, shared by the cache commands (sch, curves)."""
+    p.add_argument(
+        "--level",
+        default="layer",
+        choices=("layer", "model"),
+        help="one cache per layer, or one shared by all layers (default: layer)",
+    )
+    p.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="count first accesses as misses (default: warm start, as the paper)",
+    )
+
+
 def _add_compute(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--by-domain", action="store_true", help="one result per domain label of the sequences"
@@ -618,17 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RHO",
         help="cache ratios C/k (default: 0.5 1 1.5 2 3, those that give a whole cache size)",
     )
-    p.add_argument(
-        "--level",
-        default="layer",
-        choices=("layer", "model"),
-        help="one cache per layer, or one shared by all layers (default: layer)",
-    )
-    p.add_argument(
-        "--cold-start",
-        action="store_true",
-        help="count first accesses as misses (default: warm start, as the paper)",
-    )
+    _add_cache_options(p)
     _add_compute(p)
     _add_output(p)
     _add_common(p)
@@ -660,17 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RHO",
         help="only these cache ratios (default: every cache size)",
     )
-    p.add_argument(
-        "--level",
-        default="layer",
-        choices=("layer", "model"),
-        help="one cache per layer, or one shared by all layers (default: layer)",
-    )
-    p.add_argument(
-        "--cold-start",
-        action="store_true",
-        help="count first accesses as misses (default: warm start)",
-    )
+    _add_cache_options(p)
     _add_compute(p)
     _add_output(p)
     _add_common(p)
