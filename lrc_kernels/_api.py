@@ -296,7 +296,8 @@ def srp(
         Where histograms are pooled before the best threshold is chosen: the whole model
         (one threshold), each layer, or each (layer, expert).
     num_experts : int, optional
-        Experts per layer, for plain arrays (see :func:`lrc_kernels.as_trace`).
+        Experts per layer: required for plain arrays (never guessed from the ids);
+        files and :class:`Trace` objects carry it (see :func:`lrc_kernels.as_trace`).
     by_domain : bool
         One result per domain label (adds a domain axis after the m axis).
     bootstrap : int

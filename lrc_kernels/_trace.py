@@ -440,15 +440,23 @@ def _check_weights(weights: Any, shape: tuple[int, ...], off: np.ndarray) -> np.
     return np.ascontiguousarray(w)
 
 
+_NEED_E = (
+    "num_experts is required for a plain array (shape {shape}): pass num_experts=E, the "
+    "number of experts per layer of the model, e.g. srp(ids, 16, num_experts=64), or wrap "
+    "the array as Trace(ids, offsets, num_experts=E). It is never guessed from the ids: the "
+    "highest experts may never be chosen, and E sets the cache sizes of every hit curve"
+)
+
+
 def as_trace(obj: Any, num_experts: int | None = None) -> Trace:
     """Normalise what a public function was given into a validated :class:`Trace`.
 
     Accepted: a :class:`Trace` (returned as is; ``num_experts`` must then be None or
     equal), or an integer array of shape ``(S, T, L, k)`` (S equal-length sequences),
     ``(T, L, k)`` (one sequence) or ``(T, k)`` (one sequence of one layer). For arrays,
-    ``num_experts`` is required for ``(T, k)``; for 3-D and 4-D arrays it defaults to
-    ``max id + 1`` (pass it explicitly when the highest experts may be unused: it sets the
-    length of hit curves and the p = 0 threshold of SRP).
+    ``num_experts`` is required: the number of experts is never guessed from the ids (the
+    highest experts may never be chosen, and E sets the length of every hit curve and the
+    p = 0 threshold of SRP).
     """
     if isinstance(obj, Trace):
         if num_experts is not None and _validate_num_experts(num_experts) != obj.num_experts:
@@ -469,6 +477,8 @@ def as_trace(obj: Any, num_experts: int | None = None) -> Trace:
     else:
         x = _to_numpy(obj, "trace")
     _check_int_array(x, "trace")
+    if num_experts is None:
+        raise ValueError(_NEED_E.format(shape=tuple(int(v) for v in x.shape)))
     if x.ndim == 4:
         S, T, L, k = x.shape
         off = np.arange(S + 1, dtype=np.int64) * T
@@ -476,11 +486,6 @@ def as_trace(obj: Any, num_experts: int | None = None) -> Trace:
     elif x.ndim == 3:
         off = None
     elif x.ndim == 2:
-        if num_experts is None:
-            raise ValueError(
-                "a (T, k) array (one sequence of one layer) needs num_experts=E: the number "
-                "of experts cannot be inferred safely from the ids"
-            )
         x = x[:, None, :]
         off = None
     else:
@@ -488,14 +493,4 @@ def as_trace(obj: Any, num_experts: int | None = None) -> Trace:
             f"trace array must have shape (S, T, L, k), (T, L, k) or (T, k); got ndim="
             f"{x.ndim} shape={x.shape}"
         )
-    if num_experts is None:
-        if x.size == 0:
-            raise ValueError("cannot infer num_experts from an empty array; pass num_experts=E")
-        if x.min() < 0:
-            r, l, j = (int(v) for v in np.argwhere(x < 0)[0])
-            raise ValueError(
-                f"expert id {int(x[r, l, j])} at token row {r}, layer {l}, slot {j} is "
-                "negative; ids must be >= 0"
-            )
-        num_experts = int(x.max()) + 1
     return Trace(x, off, num_experts=num_experts)

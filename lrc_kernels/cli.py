@@ -728,8 +728,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="E",
-        help="experts per layer (default: largest id + 1; give it when the "
-        "highest experts may be unused)",
+        help="experts per layer; required unless the input stores it (.npz with "
+        "num_experts, trace files); never guessed from the ids",
     )
     p.add_argument(
         "--split",

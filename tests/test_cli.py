@@ -102,6 +102,10 @@ def test_help_teaches(capsys):
         assert f"usage: lrc {cmd}" in text
         if cmd != "info":
             assert "examples:" in text
+        if cmd == "convert":  # E is never guessed: the help must not promise a default
+            flat = " ".join(text.split())
+            assert "largest id" not in flat and "max id" not in flat
+            assert "--num-experts E experts per layer; required unless the input stores" in flat
 
 
 # ---------------------------------------------------------------------------- info

@@ -105,11 +105,33 @@ def test_num_experts_too_small():
         lk.Trace(GOOD, num_experts=3)
 
 
-def test_two_dimensional_array_needs_num_experts():
-    with pytest.raises(ValueError, match="needs num_experts"):
-        lk.sch(np.array([[0, 1], [1, 2]]), 2)
-    # and works with it
-    assert lk.sch(np.array([[0, 1], [1, 2]]), 2, num_experts=3).rates.shape == (1, 3)
+@pytest.mark.parametrize(
+    "shape", [(4, 2), (4, 1, 2), (2, 4, 1, 2)], ids=["(T,k)", "(T,L,k)", "(S,T,L,k)"]
+)
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x: lk.srp(x, 2),
+        lambda x: lk.sch(x, 2),
+        lambda x: lk.hit_curve(x, "lru"),
+        lambda x: lk.as_trace(x),
+        lambda x: lk.load_balance(x),
+    ],
+    ids=["srp", "sch", "hit_curve", "as_trace", "load_balance"],
+)
+def test_plain_array_needs_num_experts(shape, call):
+    # E is never guessed from the ids (here max id + 1 = 3 would be wrong for E = 8)
+    x = np.resize(np.array([0, 1, 1, 2]), shape)
+    with pytest.raises(ValueError, match=r"num_experts is required .*pass num_experts=E") as ei:
+        call(x)
+    assert f"shape {shape}" in str(ei.value)
+
+
+def test_plain_array_with_num_experts_keeps_e():
+    x = np.array([[0, 1], [1, 2]])
+    c = lk.sch(x, 2, num_experts=8)
+    assert c.rates.shape == (1, 8) and c.num_experts == 8
+    assert lk.srp(x[:, None, :], 2, num_experts=8).histogram.shape[-1] == 3
 
 
 def test_num_experts_disagrees_with_trace():

@@ -9,11 +9,64 @@
 
 from __future__ import annotations
 
-import numba
+import os
+import sys
+import threading
 
-__all__ = ["jit", "prange", "num_threads"]
+import numba
+from numba.core import event as _event
+
+__all__ = ["jit", "prange", "num_threads", "compile_notice"]
 
 prange = numba.prange
+
+_NOTICE_ENV = "LRC_COMPILE_NOTICE"
+
+
+def _cache_dir(dispatcher) -> str | None:
+    try:  # numba's private cache locator; only used for the message
+        return str(dispatcher._cache._cache_path)
+    except Exception:
+        return None
+
+
+class _CompileNotice(_event.Listener):
+    """Say once per process, on stderr, that kernels are being compiled.
+
+    Numba fires ``numba:compile`` only for a real compilation (a cache miss), never when a
+    kernel is loaded from its on-disk cache, so a warm process prints nothing.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.shown = False
+
+    def on_start(self, event) -> None:
+        if self.shown or os.environ.get(_NOTICE_ENV, "1") == "0":
+            return
+        disp = (event.data or {}).get("dispatcher")
+        mod = getattr(getattr(disp, "py_func", None), "__module__", "") or ""
+        if not mod.startswith("lrc_kernels"):
+            return
+        with self.lock:
+            if self.shown:
+                return
+            self.shown = True
+        where = _cache_dir(disp)
+        sys.stderr.write(
+            "lrc_kernels: compiling CPU kernels for first use; this happens once per machine "
+            "(they are cached on disk"
+            + (f" in {where}" if where else "")
+            + f") and can take 5-30 s. Set {_NOTICE_ENV}=0 to hide this note.\n"
+        )
+        sys.stderr.flush()
+
+    def on_end(self, event) -> None:
+        pass
+
+
+compile_notice = _CompileNotice()
+_event.register("numba:compile", compile_notice)
 
 
 def jit(*, parallel: bool = False, inline: str = "never"):
