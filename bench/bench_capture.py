@@ -1,16 +1,18 @@
 """Forward-time overhead of lrc_kernels.torch.capture on a small Mixtral-like model.
 
 Runs batches of 8 x 512 random tokens through a randomly initialised Mixtral-architecture
-model (no download) with and without capture, interleaved, and reports the median forward
-time of each, the overhead, host synchronisations made by the capture code on the forward
-thread, and device-to-host copies per forward. The captured ids are checked against the
+model (no download) in pairs of blocks without and with capture (alternating order), and
+reports the median per-pair overhead of wall and CPU time with its quartiles, the host
+synchronisations made by the capture code on the forward thread, and device-to-host copies
+per forward. The captured ids are checked against the
 indices the experts received before any time is reported.
 
     python bench/bench_capture.py                      # the issue's setting, CPU
     python bench/bench_capture.py --quick              # CI: tiny sizes, correctness only
     python bench/bench_capture.py --device cuda        # on a GPU machine
 
-Writes JSON (``--json``, default bench/results/capture.json) and prints a markdown table.
+Writes JSON (``--json``, default bench/results/capture.json), the same table as markdown beside
+it, and prints the table.
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--experts", type=int, default=8)
     ap.add_argument("--top-k", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=12, help="pairs of timed blocks")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, correctness only")
@@ -139,7 +141,6 @@ def main() -> None:
     check_correct(model, batch)
 
     cpu_base: list[float] = []
-    cpu_cap: list[float] = []
 
     def fwd(cpu_log=None):
         sync(args.device)
@@ -155,7 +156,6 @@ def main() -> None:
     with torch.inference_mode():
         for _ in range(3):  # warm-up (allocator, kernels, thread start)
             fwd()
-        base, with_cap = [], []
         cap = capture(model)
         t0 = time.perf_counter()
         cap.__enter__()
@@ -164,24 +164,63 @@ def main() -> None:
         with SyncCounter() as counter, capture(model) as cap:
             fwd()
             syncs_per_forward = counter.count
-        # interleaved blocks; inside a capture block the background thread processes one
-        # forward while the next runs, as in steady use
-        for _ in range(args.repeats):
-            base.append(fwd(cpu_base))
-            base.append(fwd(cpu_base))
+        # pairs: one block without capture and one with, in alternating order so neither
+        # side always runs second; inside a capture block the background thread processes
+        # one forward while the next runs, as in steady use. Every overhead figure below is
+        # computed from these pairs, so a burst of other work on a shared machine moves both
+        # sides of a pair together instead of one side of a median.
+        pairs: list[tuple[float, float, float, float]] = []  # wall, wall_cap, cpu, cpu_cap
+
+        def without():
+            fwd()  # untimed, as on the other side of the pair
+            w = fwd(cpu_base) + fwd(cpu_base)
+            return w, cpu_base[-1] + cpu_base[-2]
+
+        def with_capture():
             with capture(model) as cap:
-                with_cap.append(fwd(cpu_cap))
+                fwd()  # untimed: the first forward of a capture sets up its buffers
                 c0 = time.process_time()
-                with_cap.append(fwd(cpu_cap))
+                w = fwd() + fwd()
                 cap.flush()  # the worker's share of the last forward counts too
-                cpu_cap[-1] = time.process_time() - c0
+                c = time.process_time() - c0
+            return w, c, cap
+
+        for i in range(args.repeats):
+            if i % 2 == 0:
+                wb, cb = without()
+                wc, cc, cap = with_capture()
+            else:
+                wc, cc, cap = with_capture()
+                wb, cb = without()
+            pairs.append((wb / 2, wc / 2, cb / 2, cc / 2))
             stats = cap.stats
         tr = cap.trace()
-    assert tr.num_tokens == 2 * args.batch * args.seq
-    b, c = statistics.median(base), statistics.median(with_cap)
-    bmin, cmin = min(base), min(with_cap)
-    bcpu, ccpu = statistics.median(cpu_base), statistics.median(cpu_cap)
-    result = {
+    assert tr.num_tokens == 3 * args.batch * args.seq  # the last capture block: 3 forwards
+    result = summarise(args, pairs, t_enter, syncs_per_forward, stats)
+    if not args.quick:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+def _pct(q: list[float]) -> list[float]:
+    return [100.0 * v for v in q]
+
+
+def summarise(args, pairs, t_enter, syncs_per_forward, stats) -> dict:
+    """Overheads from the pairs: median (and quartiles) of with/without - 1, per pair."""
+    wall = [c / b - 1.0 for b, c, _, _ in pairs]
+    cpu = [cc / cb - 1.0 for _, _, cb, cc in pairs]
+
+    def quart(v):
+        if len(v) < 2:
+            return [v[0], v[0], v[0]]
+        q = statistics.quantiles(v, n=4, method="inclusive")
+        return [q[0], statistics.median(v), q[2]]
+
+    return {
         "benchmark": "capture_overhead",
         "model": "mixtral (random init)",
         "hidden_size": args.hidden,
@@ -192,22 +231,19 @@ def main() -> None:
         "seq_len": args.seq,
         "device": args.device,
         "torch_threads": torch.get_num_threads(),
-        "repeats": args.repeats,
-        "forward_s_median_without": b,
-        "forward_s_median_with": c,
-        "overhead_pct": 100.0 * (c / b - 1.0),
-        "forward_s_min_without": bmin,
-        "forward_s_min_with": cmin,
-        "overhead_pct_of_min": 100.0 * (cmin / bmin - 1.0),
-        "cpu_s_median_without": bcpu,
-        "cpu_s_median_with": ccpu,
-        "overhead_pct_cpu_time": 100.0 * (ccpu / bcpu - 1.0),
-        "forward_s_all_without": base,
-        "forward_s_all_with": with_cap,
+        "pairs": len(pairs),
+        "forward_s_median_without": statistics.median(p[0] for p in pairs),
+        "forward_s_median_with": statistics.median(p[1] for p in pairs),
+        "forward_s_min_without": min(p[0] for p in pairs),
+        "forward_s_min_with": min(p[1] for p in pairs),
+        "overhead_pct_wall_q1_median_q3": _pct(quart(wall)),
+        "overhead_pct_cpu_q1_median_q3": _pct(quart(cpu)),
+        "pairs_s": [list(p) for p in pairs],
         "capture_enter_s": t_enter,
         "host_syncs_per_forward_in_capture_code": syncs_per_forward,
         "device_to_host_copies_per_forward": stats["transfers"] / max(stats["forwards"], 1),
         "correct": True,
+        "loadavg": list(os.getloadavg()),
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
@@ -216,25 +252,38 @@ def main() -> None:
             "torch": torch.__version__,
         },
     }
-    if not args.quick:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        f"| model | batch x seq | device | forward, median (no capture) | forward, median "
-        f"(capture) | overhead "
-        f"| host syncs / fwd | D2H copies / fwd |\n|---|---|---|---|---|---|---|---|\n"
-        f"| mixtral h={args.hidden} L={args.layers} E={args.experts} k={args.top_k} "
-        f"| {args.batch} x {args.seq} | {args.device} ({torch.get_num_threads()} threads) "
-        f"| {b * 1e3:.1f} ms (min {bmin * 1e3:.1f}) | {c * 1e3:.1f} ms (min {cmin * 1e3:.1f}) "
-        f"| {result['overhead_pct']:+.2f} % (of min: {result['overhead_pct_of_min']:+.2f} %) "
-        f"| {syncs_per_forward} | {result['device_to_host_copies_per_forward']:g} |"
+
+
+def markdown(r: dict) -> str:
+    """A readable table: every overhead comes from the same pairs of timed blocks."""
+    w = r["overhead_pct_wall_q1_median_q3"]
+    c = r["overhead_pct_cpu_q1_median_q3"]
+    ms = 1e3
+    return "\n".join(
+        [
+            f"Model: Mixtral architecture, random init, hidden {r['hidden_size']}, "
+            f"{r['layers']} layers, {r['experts']} experts, top-{r['top_k']}; batch "
+            f"{r['batch']} x {r['seq_len']} tokens on {r['device']} "
+            f"({r['torch_threads']} torch threads); {r['pairs']} pairs of blocks (2 timed "
+            "forwards without capture, 2 with, each after an untimed one), alternating order; "
+            "load average " + ", ".join(f"{v:.1f}" for v in r["loadavg"]) + ".",
+            "",
+            "| measure | without capture | with capture | overhead, median of pairs (quartiles) |",
+            "|---|---|---|---|",
+            f"| wall time per forward | {r['forward_s_median_without'] * ms:.1f} ms (min "
+            f"{r['forward_s_min_without'] * ms:.1f}) | {r['forward_s_median_with'] * ms:.1f} "
+            f"ms (min {r['forward_s_min_with'] * ms:.1f}) | {w[1]:+.1f} % ({w[0]:+.1f} to "
+            f"{w[2]:+.1f}) |",
+            f"| CPU time per forward, all threads incl. the capture worker | | | {c[1]:+.1f} % "
+            f"({c[0]:+.1f} to {c[2]:+.1f}) |",
+            f"| host syncs per forward (capture code, forward thread) | | "
+            f"{r['host_syncs_per_forward_in_capture_code']} | |",
+            f"| device-to-host copies per forward | | "
+            f"{r['device_to_host_copies_per_forward']:g} | |",
+            f"| capture set-up (entering the context) | | {r['capture_enter_s'] * ms:.1f} ms | |",
+            "",
+        ]
     )
-    print(
-        f"process CPU time per forward (all threads, incl. the capture worker): "
-        f"{bcpu * 1e3:.1f} ms without, {ccpu * 1e3:.1f} ms with capture: "
-        f"{result['overhead_pct_cpu_time']:+.2f} %"
-    )
-    print(f"machine: {result['machine']}")
 
 
 if __name__ == "__main__":

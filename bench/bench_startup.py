@@ -79,15 +79,40 @@ def run(names) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="import and srp only")
-    p.add_argument("--out", type=Path, help="also write the JSON here")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "bench" / "results" / "startup.json",
+        help="JSON output; a markdown table is written beside it (not in quick mode)",
+    )
     a = p.parse_args()
     quick = a.quick or os.environ.get("LRC_BENCH_QUICK", "") not in ("", "0", "false", "no")
     doc = run(QUICK if quick else tuple(WORKLOADS))
     text = json.dumps(doc, indent=1)
-    if a.out:
+    if not quick:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(text)
+        a.out.with_suffix(".md").write_text(markdown(doc))
     print(text)
+
+
+def markdown(doc: dict) -> str:
+    rows = [
+        "Each workload runs in a new Python process on the shipped trace "
+        f"`{doc['trace']}` ({doc['cpus']} CPUs, load average "
+        + ", ".join(f"{v:.1f}" for v in doc["loadavg"])
+        + "): *cold* with an empty kernel cache (the first run on a machine, which compiles), "
+        "*warm* with the cache the cold run left (every later run). Whole-process wall time, "
+        "Python start and imports included.",
+        "",
+        "| workload | Python | cold | warm |",
+        "|---|---|---|---|",
+    ]
+    for r in doc["rows"]:
+        rows.append(
+            f"| {r['workload']} | `{r['code']}` | {r['cold_s']:.1f} s | {r['warm_s']:.1f} s |"
+        )
+    return "\n".join(rows) + "\n"
 
 
 if __name__ == "__main__":

@@ -374,28 +374,63 @@ def _foreign_section(d: dict[str, Any]) -> list[str]:
         "",
     ]
     tables = d.get("markdown") or {}
-    for fname, text in tables.items():
+    for text in tables.values():
         # the script's own markdown report, headings moved below this section's
         body = [
             ("###" + ln[1:]) if ln.startswith("# ") else ("#" + ln if ln.startswith("##") else ln)
             for ln in text.strip().splitlines()
         ]
-        lines += [f"From `{fname}`:", "", *body, ""]
+        lines += [*body, ""]
     doc = d.get("output")
     if doc is None:
         if not tables:
             lines += ["(no JSON output found)", ""]
         return lines
     if tables:
-        lines += [
-            "Its JSON output (" + ", ".join(f"`{f}`" for f in d.get("files", [])) + ") "
-            "holds the full figures.",
-            "",
-        ]
+        lines += ["Its JSON output holds every figure of the run, repeats included.", ""]
         return lines
+    # name each field by the JSON file's stem, not its (uncommitted) path
+    doc = {Path(k).name.split(".")[0] if k != "stdout" else k: v for k, v in doc.items()}
     lines += ["Its JSON output, flattened:", ""]
     lines += _table(["field", "value"], _flatten(doc)) + [""]
     return lines
+
+
+def merge_sections(old: str, new: str) -> str:
+    """``old`` with each ``## `` section of ``new`` put in place of its namesake.
+
+    Used when only some scripts ran (``--only``): the report keeps the sections of the
+    scripts that did not run, and the new ones replace theirs (or are appended).
+    """
+
+    def split(text: str) -> tuple[list[str], dict[str, list[str]], list[str]]:
+        head: list[str] = []
+        secs: dict[str, list[str]] = {}
+        order: list[str] = []
+        cur: list[str] = head
+        for ln in text.splitlines():
+            if ln.startswith("## "):
+                cur = secs.setdefault(ln, [])
+                order.append(ln)
+            cur.append(ln)
+        return head, secs, order
+
+    head, old_secs, order = split(old)
+    _, new_secs, new_order = split(new)
+    rerun = [h[3:] for h in new_order if h.startswith("## bench_")]
+    for h in new_order:
+        if h == "## Machine" and h in old_secs:
+            continue  # the machine of the full run stays; each section states its own load
+        if h not in old_secs:
+            order.append(h)
+        old_secs[h] = new_secs[h]
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    note = f"Sections rerun on {now} with `--only`: {', '.join(rerun)}."
+    head = [ln for ln in head if not ln.startswith("Sections rerun on ")]
+    head.insert(min(3, len(head)), note)
+    head.insert(min(4, len(head)), "")
+    out = head + [ln for h in order for ln in old_secs[h]]
+    return "\n".join(out).rstrip() + "\n"
 
 
 def render(
@@ -428,7 +463,7 @@ def render(
         "its own process with Numba and BLAS limited to that many threads. The machine is "
         "shared with other work (each section states the load average during its run), so "
         "small differences are noise. The run also writes every figure with its full workload "
-        "and all repeat times to `bench/results/*.json` (not committed).",
+        "and all repeat times as JSON (see `bench/README.md`).",
         "",
     ]
     lines += _machine_section(machine)
@@ -522,7 +557,10 @@ def main(argv: list[str] | None = None) -> int:
         a.results / "benchmarks-quick.md" if a.quick else ROOT / "docs" / "benchmarks.md"
     )
     md.parent.mkdir(parents=True, exist_ok=True)
-    md.write_text(render(docs, machine, a.quick, command, note))
+    text = render(docs, machine, a.quick, command, note)
+    if a.only and md.exists() and not a.quick:
+        text = merge_sections(md.read_text(), text)
+    md.write_text(text)
     (a.results / "summary.json").write_text(
         json.dumps(
             {
