@@ -10,9 +10,62 @@ import numpy as np
 
 __all__ = ["SRPResult", "HitCurve", "cache_size_for"]
 
+#: how to install the optional pandas dependency of ``to_pandas()``
+PANDAS_EXTRA = "pip install 'lrc-kernels[pandas]'"
+
 
 def _fmt_shape(a: Any) -> str:
     return str(tuple(np.shape(a)))
+
+
+def _pandas() -> Any:
+    """pandas, imported on first use; without it a clear ImportError naming the extra."""
+    try:
+        import pandas
+    except ImportError as exc:
+        raise ImportError(
+            f"to_pandas() needs pandas, which is not installed: {PANDAS_EXTRA}"
+        ) from exc
+    return pandas
+
+
+def _m_list(m: Any) -> tuple[list[int], bool]:
+    """(segment lengths, whether the arrays have a leading m axis)."""
+    if isinstance(m, (list, tuple, np.ndarray)):
+        return [int(v) for v in m], True
+    return [int(m)], False
+
+
+def _tidy(
+    head: dict[str, Any], axes: list[tuple[str | None, Any]], values: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """Columns of a long table: one row per element of the grid spanned by ``axes``.
+
+    ``head`` holds constant columns (repeated on every row). ``axes`` lists every axis in
+    order as (column name, labels); a None name is an axis of length one that gets no
+    column. Each array of ``values`` has the grid's leading axes (a prefix of it) and is
+    repeated over the rest. Rows run in C order over the axes, like ``ndarray.ravel``.
+    """
+    shape = tuple(len(labels) for _, labels in axes)
+    n = int(np.prod(shape, dtype=np.int64))
+    idx = np.indices(shape).reshape(len(shape), n)
+    cols: dict[str, np.ndarray] = {k: np.full(n, v) for k, v in head.items()}
+    for i, (name, labels) in enumerate(axes):
+        if name is not None:
+            cols[name] = np.asarray(labels)[idx[i]]
+    for name, a in values.items():
+        a = np.asarray(a)
+        a = a.reshape(a.shape + (1,) * (len(shape) - a.ndim))
+        cols[name] = np.ascontiguousarray(np.broadcast_to(a, shape)).reshape(n)
+    return cols
+
+
+def _labels(domains: list[str] | None) -> list[Any]:
+    return [None] if domains is None else [str(d) for d in domains]
+
+
+def _frame(cols: dict[str, np.ndarray]) -> Any:
+    return _pandas().DataFrame(cols)
 
 
 @dataclass(repr=False, eq=False)
@@ -70,6 +123,67 @@ class SRPResult:
             self._activation_ratio = self._activation_fn()
             self._activation_fn = None
         return self._activation_ratio
+
+    def to_pandas(self) -> Any:
+        """The result as a tidy long :class:`pandas.DataFrame`: one row per SRP value.
+
+        Rows run over m, then domain, then layer, then expert (the order of ``value``'s
+        axes). Columns, in this order, those that apply:
+
+        ========== ======= ============================================================
+        level      str     ``"model"``, ``"layer"`` or ``"expert"``
+        layer      int64   layer index 0..L-1 (layer and expert level)
+        expert     int64   expert id 0..E-1 (expert level)
+        domain     str     domain label (``by_domain=True``)
+        m          int64   segment length
+        srp        float64 ``value``
+        threshold  int64   ``threshold`` (p*)
+        ratio      float64 ``ratio`` (preds/acts; NaN where there is no activation)
+        ci_low     float64 ``ci[0]`` (``bootstrap > 0``)
+        ci_high    float64 ``ci[1]`` (``bootstrap > 0``)
+        windows    int64   ``windows`` of the row's m and domain
+        ========== ======= ============================================================
+
+        Returns
+        -------
+        pandas.DataFrame
+
+        Raises
+        ------
+        ImportError
+            pandas is not installed (``pip install 'lrc-kernels[pandas]'``).
+        """
+        return _frame(self._columns())
+
+    def _columns(self) -> dict[str, np.ndarray]:
+        """The columns of :meth:`to_pandas` as numpy arrays (no pandas needed)."""
+        ms, has_m = _m_list(self.m)
+        arrays = {
+            "srp": np.asarray(self.value, dtype=np.float64),
+            "threshold": np.asarray(self.threshold, dtype=np.int64),
+            "ratio": np.asarray(self.ratio, dtype=np.float64),
+        }
+        if self.ci is not None:
+            arrays["ci_low"] = np.asarray(self.ci[0], dtype=np.float64)
+            arrays["ci_high"] = np.asarray(self.ci[1], dtype=np.float64)
+        arrays["windows"] = np.asarray(self.windows, dtype=np.int64)
+        lead = int(has_m) + int(self.domains is not None)
+        level_shape = arrays["srp"].shape[lead:]
+        for k, a in arrays.items():  # make the m and domain axes explicit
+            if not has_m:
+                a = a[None]
+            if self.domains is None:
+                a = a[:, None]
+            arrays[k] = a
+        names = ("layer", "expert")[: len(level_shape)]
+        axes: list[tuple[str | None, Any]] = [
+            ("m", ms),
+            ("domain" if self.domains is not None else None, _labels(self.domains)),
+            *[(nm, np.arange(n, dtype=np.int64)) for nm, n in zip(names, level_shape, strict=True)],
+        ]
+        cols = _tidy({"level": self.level}, axes, arrays)
+        order = ["level", *names, "domain", "m", *arrays]
+        return {k: cols[k] for k in order if k in cols}
 
     def __repr__(self) -> str:
         v = np.asarray(self.value)
@@ -165,6 +279,85 @@ class HitCurve:
         """
         C = cache_size_for(rho, self.per_unit, self.num_sizes)
         return np.asarray(self.rates)[..., C - 1]
+
+    def to_pandas(self, rho: Any = None) -> Any:
+        """The curve as a tidy long :class:`pandas.DataFrame`: one row per hit rate.
+
+        Parameters
+        ----------
+        rho : float or sequence of float, optional
+            Only the cache sizes ``C = rho * k`` (model level ``rho * L * k``); each ratio
+            must give a whole size, as for :meth:`at`. Default: every size ``C = 1 .. N``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Rows run over m, then domain, then layer, then cache size. Columns, in this
+            order, those that apply:
+
+            ========== ======= =========================================================
+            policy     str     ``"lru"``, ``"lfu"``, ``"belady"`` or ``"sch"``
+            level      str     ``"layer"`` or ``"model"``
+            layer      int64   layer index 0..L-1 (layer level)
+            domain     str     domain label (``by_domain=True``)
+            m          int64   future window (``policy="sch"``)
+            rho        float64 cache ratio ``C / k`` (model level ``C / (L*k)``)
+            cache_size int64   ``C``
+            hit_rate   float64 ``rates[..., C-1]``: mean of the per-sequence hit rates
+            hits       int64   accesses that hit at size C, summed over sequences
+                               (``stat[..., :C].sum()``)
+            accesses   int64   all accesses of the sequences (``stat[...].sum()``);
+                               ``hits / accesses`` equals ``hit_rate`` when every
+                               sequence has the same length
+            sequences  int64   ``sequences`` of the row's domain
+            ========== ======= =========================================================
+
+        Raises
+        ------
+        ImportError
+            pandas is not installed (``pip install 'lrc-kernels[pandas]'``).
+        ValueError
+            A ratio gives no whole cache size.
+        """
+        return _frame(self._columns(rho))
+
+    def _columns(self, rho: Any = None) -> dict[str, np.ndarray]:
+        """The columns of :meth:`to_pandas` as numpy arrays (no pandas needed)."""
+        n = self.num_sizes
+        if rho is None:
+            sizes = np.arange(1, n + 1, dtype=np.int64)
+        else:
+            sizes = np.atleast_1d(cache_size_for(rho, self.per_unit, n))
+        ms, has_m = (None, False) if self.m is None else _m_list(self.m)
+        rates = np.asarray(self.rates, dtype=np.float64)
+        stat = np.asarray(self.stat, dtype=np.int64)
+        seqs = np.asarray(self.sequences, dtype=np.int64)
+        if not has_m:
+            rates, stat = rates[None], stat[None]
+        if self.domains is None:
+            rates, stat, seqs = rates[:, None], stat[:, None], seqs[None]
+        if self.level == "model":
+            rates, stat = rates[:, :, None], stat[:, :, None]
+        arrays = {
+            "rho": (sizes / self.per_unit)[None, None, None],
+            "cache_size": sizes[None, None, None],
+            "hit_rate": rates[..., sizes - 1],
+            "hits": np.cumsum(stat[..., :n], axis=-1)[..., sizes - 1],
+            "accesses": stat.sum(axis=-1),
+            "sequences": np.broadcast_to(seqs, rates.shape[:2]),
+        }
+        axes: list[tuple[str | None, Any]] = [
+            ("m" if ms is not None else None, ms or [None]),
+            ("domain" if self.domains is not None else None, _labels(self.domains)),
+            (
+                "layer" if self.level != "model" else None,
+                np.arange(rates.shape[2], dtype=np.int64),
+            ),
+            (None, sizes),
+        ]
+        cols = _tidy({"policy": self.policy, "level": self.level}, axes, arrays)
+        order = ["policy", "level", "layer", "domain", "m", *arrays]
+        return {k: cols[k] for k in order if k in cols}
 
     def __repr__(self) -> str:
         m = "" if self.m is None else f", m={self.m!r}"

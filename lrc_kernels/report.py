@@ -638,8 +638,13 @@ def _figure_html(png: bytes, name: str, alt: str, caption: str) -> str:
 
 
 def report_rows(models: Sequence[ModelResults]) -> dict[str, list[dict[str, Any]]]:
-    """The numbers of the report as tidy rows (the same columns as ``lrc srp/curves``)."""
-    from .cli import _clean, curve_rows, srp_rows
+    """The numbers of the report as tidy rows: the results' ``to_pandas()`` frames with a
+    ``model`` column first (the rows of ``lrc srp/curves --json``; NaN as None)."""
+    import pyarrow as pa
+
+    def rows(name: str, frame: Any) -> list[dict[str, Any]]:
+        frame.insert(0, "model", name)
+        return pa.Table.from_pandas(frame, preserve_index=False).to_pylist()
 
     out: dict[str, list[dict[str, Any]]] = {
         "traces": [],
@@ -651,14 +656,14 @@ def report_rows(models: Sequence[ModelResults]) -> dict[str, list[dict[str, Any]
     }
     for r in models:
         out["traces"].append(dict(r.info))
-        out["srp"].extend(srp_rows(r.name, r.srp_model))
-        out["srp_layer"].extend(srp_rows(r.name, r.srp_layer))
+        out["srp"].extend(rows(r.name, r.srp_model.to_pandas()))
+        out["srp_layer"].extend(rows(r.name, r.srp_layer.to_pandas()))
         for pol in POLICY_ORDER:
-            out["curves"].extend(curve_rows(r.name, r.curves[pol], None))
+            out["curves"].extend(rows(r.name, r.curves[pol].to_pandas()))
         if r.srp_domain is not None:
-            out["srp_domain"].extend(srp_rows(r.name, r.srp_domain))
-            out["sch_domain"].extend(curve_rows(r.name, r.sch_domain, None))
-    return {k: [{c: _clean(v) for c, v in row.items()} for row in rows] for k, rows in out.items()}
+            out["srp_domain"].extend(rows(r.name, r.srp_domain.to_pandas()))
+            out["sch_domain"].extend(rows(r.name, r.sch_domain.to_pandas()))
+    return out
 
 
 def write_report(
