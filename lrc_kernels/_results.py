@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ._messages import plain
+
 __all__ = ["SRPResult", "HitCurve", "cache_size_for"]
 
 #: how to install the optional pandas dependency of ``to_pandas()``
@@ -197,20 +199,25 @@ class SRPResult:
 def cache_size_for(rho: Any, per_unit: int, n: int) -> np.ndarray:
     """Cache sizes ``C = rho * per_unit`` as int64, checking each is a whole size in [1, n]."""
     r = np.asarray(rho, dtype=np.float64)
-    if not np.all(np.isfinite(r)):
-        raise ValueError(f"rho must be finite, got {rho!r}")
+    flat = r.ravel()
+    if not np.all(np.isfinite(flat)):
+        bad = plain(flat[~np.isfinite(flat)][0])
+        raise ValueError(f"rho must be a finite number, got {bad}")
     C = r * per_unit
     Ci = np.rint(C)
     lo, hi = 1.0 / per_unit, n / per_unit
-    if np.any(r <= 0) or np.any(Ci > n) or np.any(C > n + 1e-9):
+    outside = ((r <= 0) | (Ci > n) | (C > n + 1e-9)).ravel()
+    if outside.any():
         raise ValueError(
-            f"rho = {rho!r} is outside (0, {hi:g}]: the cache ratio is C / {per_unit} for "
-            f"cache sizes C = 1 .. {n}"
+            f"rho = {flat[outside][0]:.10g} is outside (0, {hi:g}]: the cache ratio is "
+            f"C / {per_unit} for cache sizes C = 1 .. {n}"
         )
-    if np.any(np.abs(C - Ci) > 1e-9) or np.any(Ci < 1):
+    partial = ((np.abs(C - Ci) > 1e-9) | (Ci < 1)).ravel()
+    if partial.any():
+        i = int(np.flatnonzero(partial)[0])
         raise ValueError(
-            f"rho = {rho!r} does not give a whole cache size (rho * {per_unit} = {C!r}); valid "
-            f"ratios are multiples of {lo:g} up to {hi:g}"
+            f"rho = {flat[i]:.10g} does not give a whole cache size (rho * {per_unit} = "
+            f"{C.ravel()[i]:.10g}); valid ratios are multiples of {lo:g} up to {hi:g}"
         )
     return Ci.astype(np.int64)
 

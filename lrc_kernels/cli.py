@@ -850,6 +850,7 @@ def cmd_srp(args: argparse.Namespace) -> int:
     import lrc_kernels as lk
 
     sources = open_sources(args.traces)
+    _check_domains(args, sources)
     prog = Progress(_show_progress(args))
     results = []
     for s in sources:
@@ -934,6 +935,7 @@ def cmd_sch(args: argparse.Namespace) -> int:
     import lrc_kernels as lk
 
     sources = open_sources(args.traces)
+    _check_domains(args, sources)
     prog = Progress(_show_progress(args))
     results = []
     rho_cols: list[float] = []
@@ -1006,6 +1008,7 @@ def cmd_curves(args: argparse.Namespace) -> int:
     import lrc_kernels as lk
 
     sources = open_sources(args.traces)
+    _check_domains(args, sources)
     prog = Progress(_show_progress(args))
     results = []
     shown: dict[str, list[float]] = {}
@@ -1300,14 +1303,54 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- main
+_DOMAIN_ADVICE = (
+    "label the sequences when converting: lrc convert PART.npz --domain LABEL --out "
+    "PART.lrc.arrow for each domain's arrays (or store a 'domains' array in the .npz), then "
+    "lrc convert PART1.lrc.arrow PART2.lrc.arrow --out ALL.lrc.arrow; lrc capture names a "
+    "domain after each text file"
+)
+
+# the API's advice in Python terms (a substring of its message) -> the same in CLI terms
+_CLI_ADVICE = (
+    (
+        "Pass allow_incomplete=True to read them, or call "
+        "lrc_kernels.io.repair_trace(path, out) to write a complete file.",
+        "lrc convert FILE --allow-incomplete --out NEW.lrc.arrow writes the complete part "
+        "to a new file (lrc info takes --allow-incomplete too).",
+    ),
+    (
+        "pass weights=False to read the ids of all of them",
+        "give lrc convert --no-weights to convert the ids of all of them",
+    ),
+    (
+        "by_domain=True needs domain labels: build the Trace with domains=[...] (one label "
+        "per sequence), or write them into the trace file",
+        f"--by-domain needs domain labels: {_DOMAIN_ADVICE}",
+    ),
+)
+
+
+def _check_domains(args: argparse.Namespace, sources: Sequence[TraceSource]) -> None:
+    """--by-domain on a trace without labels: say so before computing, in CLI terms."""
+    if not getattr(args, "by_domain", False):
+        return
+    for s in sources:
+        doms = s.reader.domains()
+        missing = sum(d is None for d in doms)
+        if missing:
+            which = (
+                "no domain labels" if missing == len(doms) else f"{missing:,} unlabelled sequences"
+            )
+            raise CLIError(
+                f"lrc {args.command} --by-domain: {s.path} has {which}; {_DOMAIN_ADVICE}"
+            )
+
+
 def _error_line(exc: BaseException) -> str:
     msg = str(exc).strip().splitlines()
     text = " ".join(line.strip() for line in msg) if msg else type(exc).__name__
-    if type(exc).__name__ == "IncompleteTraceError":
-        text += (
-            " From the command line: lrc convert FILE --allow-incomplete --out NEW.lrc.arrow "
-            "writes the complete part to a new file."
-        )
+    for python, cli_words in _CLI_ADVICE:
+        text = text.replace(python, cli_words)
     if isinstance(exc, (CLIError, ValueError, TypeError, OSError, MemoryError, RuntimeError)):
         if isinstance(exc, FileNotFoundError) and exc.filename and not msg:
             text = f"{exc.filename}: no such file"

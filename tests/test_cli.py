@@ -386,6 +386,45 @@ def test_usage_errors_exit_2(capsys, argv):
     assert "usage: lrc" in err and "Traceback" not in err
 
 
+PYTHON_WORDS = ("=True", "=False", "domains=[", "lrc_kernels.", "Trace(", "np.", "array(")
+
+
+@pytest.mark.parametrize("cmd", ["srp", "sch", "curves"])
+def test_by_domain_without_labels_names_the_convert_option(capsys, traces, cmd):
+    rc, out, err = run_main(capsys, cmd, traces["b"], "--by-domain")
+    assert rc == 1 and out == "" and err.count("\n") == 1
+    assert f"lrc {cmd} --by-domain: {traces['b']} has no domain labels" in err
+    assert "lrc convert" in err and "--domain LABEL" in err
+    assert not any(w in err for w in PYTHON_WORDS), err
+
+
+def test_api_advice_is_translated_for_the_command_line(tmp_path):
+    """The API's Python advice, reached past the CLI's own checks, reads as CLI advice."""
+    plain = lk.synthetic_trace(2, 8, 1, 4, 2, seed=1)
+    with pytest.raises(ValueError) as exc:
+        lk.srp(plain, 2, by_domain=True)
+    line = cli._error_line(exc.value)
+    assert "--by-domain needs domain labels" in line and "lrc convert" in line
+    assert not any(w in line for w in PYTHON_WORDS), line
+    d = tmp_path / "mixed"
+    d.mkdir()
+    w = np.full(plain.experts.shape, 0.5, np.float32)
+    lk.write_trace(d / "a.lrc.arrow", lk.Trace(plain.experts, plain.offsets, num_experts=4,
+                                               weights=w))  # fmt: skip
+    lk.write_trace(d / "b.lrc.arrow", plain)
+    with pytest.raises(ValueError) as exc:
+        lk.read_trace(d)
+    line = cli._error_line(exc.value)
+    assert "--no-weights" in line
+    assert not any(w in line for w in PYTHON_WORDS), line
+
+
+def test_cli_numbers_in_errors_are_plain(capsys, traces):
+    rc, _, err = run_main(capsys, "sch", traces["a"], "--rho", "0.75")
+    assert rc == 1 and "rho = 0.75 does not give a whole cache size (rho * 2 = 1.5)" in err
+    assert "np." not in err
+
+
 def test_internal_errors_say_so(capsys, traces, monkeypatch):
     def boom(*a, **k):
         raise KeyError("x")
@@ -566,6 +605,7 @@ def test_interrupted_trace_file(capsys, tmp_path):
     cut.write_bytes(data[: len(data) // 2])  # the writer died half way
     rc, _, err = run_main(capsys, "srp", cut)
     assert rc == 1 and err.count("\n") == 1 and "--allow-incomplete" in err
+    assert "allow_incomplete=True" not in err and "repair_trace" not in err  # CLI advice only
     rc, out, _ = run_main(capsys, "info", cut, "--allow-incomplete", "--json")
     (row,) = json.loads(out)
     n = row["sequences"]
