@@ -785,17 +785,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="UTF-8 text files, one domain each (DOMAIN=FILE names the domain)",
     )
     p.add_argument("--out", required=True, metavar="FILE", help="trace file to write")
-    p.add_argument("--seq-len", type=_positive_int, default=512, help="tokens per sequence")
+    p.add_argument(
+        "--seq-len",
+        type=_positive_int,
+        default=512,
+        metavar="T",
+        help="tokens per sequence; a shorter last piece of a text is dropped "
+        "(default: 512, as the paper)",
+    )
     p.add_argument(
         "--max-sequences",
         type=_positive_int,
         default=None,
-        help="at most this many sequences per domain",
+        metavar="N",
+        help="at most N sequences per domain (default: every whole sequence of the text)",
     )
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="sequences per forward pass")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
-    p.add_argument("--dtype", default=None, help="load weights in this dtype, e.g. bfloat16")
-    p.add_argument("--weights", action="store_true", help="also record gate weights")
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=8,
+        metavar="B",
+        help="sequences per forward pass (default: 8)",
+    )
+    p.add_argument(
+        "--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default: cpu)"
+    )
+    p.add_argument(
+        "--dtype",
+        default=None,
+        help="load the weights in this dtype, e.g. bfloat16 (default: the checkpoint's dtype)",
+    )
+    p.add_argument(
+        "--weights", action="store_true", help="also record gate weights (default: ids only)"
+    )
     _add_common(p)
     p.set_defaults(func=cmd_capture)
     return parser

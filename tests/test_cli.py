@@ -676,3 +676,17 @@ def test_capture_command(capsys, tmp_path):
     rc, _, err = run_main(capsys, "capture", tmp_path / "nomodel", tmp_path / "web.txt",
                           "--out", out)  # fmt: skip
     assert rc == 1 and "not a local model directory" in err and err.count("\n") == 1
+
+
+def test_help_shows_every_default():
+    """Every option with a default says it in --help; capture's say it for None too."""
+    import argparse
+
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        for a in p._actions:
+            if not a.option_strings or a.help in (None, argparse.SUPPRESS):
+                continue
+            given = a.default not in (None, False) or (name == "capture" and not a.required)
+            if given and a.dest not in ("help", "quiet", "debug", "format"):
+                assert "default" in a.help, (name, a.option_strings, a.help)
