@@ -130,21 +130,19 @@ class SRPResult:
         """The result as a tidy long :class:`pandas.DataFrame`: one row per SRP value.
 
         Rows run over m, then domain, then layer, then expert (the order of ``value``'s
-        axes). Columns, in this order, those that apply:
+        axes). The columns, in this order, are those that apply (``docs/api.md``, "Results
+        as data frames"):
 
-        ========== ======= ============================================================
-        level      str     ``"model"``, ``"layer"`` or ``"expert"``
-        layer      int64   layer index 0..L-1 (layer and expert level)
-        expert     int64   expert id 0..E-1 (expert level)
-        domain     str     domain label (``by_domain=True``)
-        m          int64   segment length
-        srp        float64 ``value``
-        threshold  int64   ``threshold`` (p*)
-        ratio      float64 ``ratio`` (preds/acts; NaN where there is no activation)
-        ci_low     float64 ``ci[0]`` (``bootstrap > 0``)
-        ci_high    float64 ``ci[1]`` (``bootstrap > 0``)
-        windows    int64   ``windows`` of the row's m and domain
-        ========== ======= ============================================================
+        - ``level`` (str): ``"model"``, ``"layer"`` or ``"expert"``;
+        - ``layer`` (int64): layer index 0 .. L-1, at layer and expert level;
+        - ``expert`` (int64): expert id 0 .. E-1, at expert level;
+        - ``domain`` (str): the domain label, with ``by_domain=True``;
+        - ``m`` (int64): the segment length (also for a single m);
+        - ``srp`` (float64): ``value``;
+        - ``threshold`` (int64): ``threshold`` (p*);
+        - ``ratio`` (float64): ``ratio`` (preds/acts; NaN where there is no activation);
+        - ``ci_low``, ``ci_high`` (float64): ``ci``, with ``bootstrap > 0``;
+        - ``windows`` (int64): ``windows`` of the row's m and domain.
 
         Returns
         -------
@@ -290,6 +288,23 @@ class HitCurve:
     def to_pandas(self, rho: Any = None) -> Any:
         """The curve as a tidy long :class:`pandas.DataFrame`: one row per hit rate.
 
+        Rows run over m, then domain, then layer, then cache size. The columns, in this
+        order, are those that apply (``docs/api.md``, "Results as data frames"):
+
+        - ``policy`` (str): ``"lru"``, ``"lfu"``, ``"belady"`` or ``"sch"``;
+        - ``level`` (str): ``"layer"`` or ``"model"``;
+        - ``layer`` (int64): layer index 0 .. L-1, at layer level;
+        - ``domain`` (str): the domain label, with ``by_domain=True``;
+        - ``m`` (int64): the future window, for ``policy="sch"``;
+        - ``rho`` (float64): the cache ratio ``C / k`` (model level ``C / (L*k)``);
+        - ``cache_size`` (int64): ``C``;
+        - ``hit_rate`` (float64): ``rates[..., C-1]``, the mean of the per-sequence rates;
+        - ``hits`` (int64): accesses that hit at size C, summed over the sequences
+          (``stat[..., :C].sum(-1)``);
+        - ``accesses`` (int64): all accesses of those sequences (``stat.sum(-1)``); with
+          sequences of one length, ``hits / accesses`` is ``hit_rate``;
+        - ``sequences`` (int64): ``sequences`` of the row's domain.
+
         Parameters
         ----------
         rho : float or sequence of float, optional
@@ -299,25 +314,6 @@ class HitCurve:
         Returns
         -------
         pandas.DataFrame
-            Rows run over m, then domain, then layer, then cache size. Columns, in this
-            order, those that apply:
-
-            ========== ======= =========================================================
-            policy     str     ``"lru"``, ``"lfu"``, ``"belady"`` or ``"sch"``
-            level      str     ``"layer"`` or ``"model"``
-            layer      int64   layer index 0..L-1 (layer level)
-            domain     str     domain label (``by_domain=True``)
-            m          int64   future window (``policy="sch"``)
-            rho        float64 cache ratio ``C / k`` (model level ``C / (L*k)``)
-            cache_size int64   ``C``
-            hit_rate   float64 ``rates[..., C-1]``: mean of the per-sequence hit rates
-            hits       int64   accesses that hit at size C, summed over sequences
-                               (``stat[..., :C].sum()``)
-            accesses   int64   all accesses of the sequences (``stat[...].sum()``);
-                               ``hits / accesses`` equals ``hit_rate`` when every
-                               sequence has the same length
-            sequences  int64   ``sequences`` of the row's domain
-            ========== ======= =========================================================
 
         Raises
         ------

@@ -704,7 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="M",
-        help="segment lengths for SRP (default: 1 2 4 ... 256)",
+        help="segment lengths for SRP (default: 2 4 8 ... 256; SRP at m = 1 is always 1)",
     )
     p.add_argument(
         "--sch-m",
