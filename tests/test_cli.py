@@ -456,13 +456,17 @@ def test_progress_only_for_a_terminal(monkeypatch, traces):
     assert cli._show_progress(ns) is False  # no tqdm: no bars, no crash
 
 
-def test_report_without_matplotlib_says_what_to_install(capsys, traces, monkeypatch, tmp_path):
+@pytest.mark.parametrize("missing", ["matplotlib", "pandas"])
+def test_report_without_its_extra_says_what_to_install(
+    capsys, traces, monkeypatch, tmp_path, missing
+):
     real = cli.importlib.util.find_spec
     monkeypatch.setattr(
-        cli.importlib.util, "find_spec", lambda n: None if n == "matplotlib" else real(n)
+        cli.importlib.util, "find_spec", lambda n: None if n == missing else real(n)
     )
     rc, _, err = run_main(capsys, "report", traces["a"], "--out", tmp_path / "r")
     assert rc == 1 and "lrc-kernels[report]" in err and err.count("\n") == 1
+    assert missing in err
 
 
 def test_progress_bar_counts_every_token_after_its_batch(traces, tmp_path):

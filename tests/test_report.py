@@ -253,6 +253,14 @@ def test_write_report_files(models, files, tmp_path):
     rows = json.loads((out / "report.json").read_text())
     assert set(rows) == {"traces", "srp", "srp_layer", "curves", "srp_domain", "sch_domain"}
     assert [r["srp"] for r in rows["srp"] if r["model"] == "hi"] == [float(v) for v in ref.value]
+    # the rows are the results' to_pandas() frames with the model in front
+    lru = hi.curves["lru"].to_pandas()
+    lru.insert(0, "model", "hi")
+    got = [r for r in rows["curves"] if r["model"] == "hi" and r["policy"] == "lru"]
+    assert got == lru.to_dict(orient="records")
+    dom = hi.srp_domain.to_pandas()
+    dom.insert(0, "model", "hi")
+    assert rows["srp_domain"] == dom.to_dict(orient="records")
     assert len(rows["curves"]) == 4 * (3 * 16 + 2 * 12)
 
 
