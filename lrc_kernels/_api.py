@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ._messages import plain
 from ._results import HitCurve, SRPResult
 from ._trace import Trace, _is_device_array, as_trace
 
@@ -46,19 +47,18 @@ _BOOTSTRAP_TABLE_LIMIT = int(os.environ.get("LRC_BOOTSTRAP_TABLE_LIMIT", 4 << 30
 # ------------------------------------------------------------------ argument checks
 def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+        raise ValueError(f"unknown {name} {plain(value)!r}; choose one of {', '.join(choices)}")
     return value
 
 
 def _check_int(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         if isinstance(value, (float, np.floating)) and float(value).is_integer():
-            raise TypeError(
-                f"{name} must be an integer, got the float {value!r}; use int({value!r})"
-            )
-        raise TypeError(f"{name} must be an integer, got {value!r}")
+            v = plain(value)
+            raise TypeError(f"{name} must be an integer, got the float {v!r}; use int({v!r})")
+        raise TypeError(f"{name} must be an integer, got {plain(value)!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise ValueError(f"{name} must be >= {minimum}, got {plain(value)}")
     return int(value)
 
 
@@ -327,7 +327,7 @@ def srp(
     _check_choice(level, "level", LEVELS_SRP)
     B = _check_int(bootstrap, "bootstrap", 0)
     if not isinstance(confidence, (float, int, np.floating)) or not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {plain(confidence)!r}")
     seed = _check_int(seed, "seed", 0)
     _check_choice(backend, "backend", BACKENDS)
 

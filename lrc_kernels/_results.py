@@ -8,11 +8,66 @@ from typing import Any
 
 import numpy as np
 
+from ._messages import plain
+
 __all__ = ["SRPResult", "HitCurve", "cache_size_for"]
+
+#: how to install the optional pandas dependency of ``to_pandas()``
+PANDAS_EXTRA = "pip install 'lrc-kernels[pandas]'"
 
 
 def _fmt_shape(a: Any) -> str:
     return str(tuple(np.shape(a)))
+
+
+def _pandas() -> Any:
+    """pandas, imported on first use; without it a clear ImportError naming the extra."""
+    try:
+        import pandas
+    except ImportError as exc:
+        raise ImportError(
+            f"to_pandas() needs pandas, which is not installed: {PANDAS_EXTRA}"
+        ) from exc
+    return pandas
+
+
+def _m_list(m: Any) -> tuple[list[int], bool]:
+    """(segment lengths, whether the arrays have a leading m axis)."""
+    if isinstance(m, (list, tuple, np.ndarray)):
+        return [int(v) for v in m], True
+    return [int(m)], False
+
+
+def _tidy(
+    head: dict[str, Any], axes: list[tuple[str | None, Any]], values: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """Columns of a long table: one row per element of the grid spanned by ``axes``.
+
+    ``head`` holds constant columns (repeated on every row). ``axes`` lists every axis in
+    order as (column name, labels); a None name is an axis of length one that gets no
+    column. Each array of ``values`` has the grid's leading axes (a prefix of it) and is
+    repeated over the rest. Rows run in C order over the axes, like ``ndarray.ravel``.
+    """
+    shape = tuple(len(labels) for _, labels in axes)
+    n = int(np.prod(shape, dtype=np.int64))
+    idx = np.indices(shape).reshape(len(shape), n)
+    cols: dict[str, np.ndarray] = {k: np.full(n, v) for k, v in head.items()}
+    for i, (name, labels) in enumerate(axes):
+        if name is not None:
+            cols[name] = np.asarray(labels)[idx[i]]
+    for name, a in values.items():
+        a = np.asarray(a)
+        a = a.reshape(a.shape + (1,) * (len(shape) - a.ndim))
+        cols[name] = np.ascontiguousarray(np.broadcast_to(a, shape)).reshape(n)
+    return cols
+
+
+def _labels(domains: list[str] | None) -> list[Any]:
+    return [None] if domains is None else [str(d) for d in domains]
+
+
+def _frame(cols: dict[str, np.ndarray]) -> Any:
+    return _pandas().DataFrame(cols)
 
 
 @dataclass(repr=False, eq=False)
@@ -71,6 +126,65 @@ class SRPResult:
             self._activation_fn = None
         return self._activation_ratio
 
+    def to_pandas(self) -> Any:
+        """The result as a tidy long :class:`pandas.DataFrame`: one row per SRP value.
+
+        Rows run over m, then domain, then layer, then expert (the order of ``value``'s
+        axes). The columns, in this order, are those that apply (``docs/api.md``, "Results
+        as data frames"):
+
+        - ``level`` (str): ``"model"``, ``"layer"`` or ``"expert"``;
+        - ``layer`` (int64): layer index 0 .. L-1, at layer and expert level;
+        - ``expert`` (int64): expert id 0 .. E-1, at expert level;
+        - ``domain`` (str): the domain label, with ``by_domain=True``;
+        - ``m`` (int64): the segment length (also for a single m);
+        - ``srp`` (float64): ``value``;
+        - ``threshold`` (int64): ``threshold`` (p*);
+        - ``ratio`` (float64): ``ratio`` (preds/acts; NaN where there is no activation);
+        - ``ci_low``, ``ci_high`` (float64): ``ci``, with ``bootstrap > 0``;
+        - ``windows`` (int64): ``windows`` of the row's m and domain.
+
+        Returns
+        -------
+        pandas.DataFrame
+
+        Raises
+        ------
+        ImportError
+            pandas is not installed (``pip install 'lrc-kernels[pandas]'``).
+        """
+        return _frame(self._columns())
+
+    def _columns(self) -> dict[str, np.ndarray]:
+        """The columns of :meth:`to_pandas` as numpy arrays (no pandas needed)."""
+        ms, has_m = _m_list(self.m)
+        arrays = {
+            "srp": np.asarray(self.value, dtype=np.float64),
+            "threshold": np.asarray(self.threshold, dtype=np.int64),
+            "ratio": np.asarray(self.ratio, dtype=np.float64),
+        }
+        if self.ci is not None:
+            arrays["ci_low"] = np.asarray(self.ci[0], dtype=np.float64)
+            arrays["ci_high"] = np.asarray(self.ci[1], dtype=np.float64)
+        arrays["windows"] = np.asarray(self.windows, dtype=np.int64)
+        lead = int(has_m) + int(self.domains is not None)
+        level_shape = arrays["srp"].shape[lead:]
+        for k, a in arrays.items():  # make the m and domain axes explicit
+            if not has_m:
+                a = a[None]
+            if self.domains is None:
+                a = a[:, None]
+            arrays[k] = a
+        names = ("layer", "expert")[: len(level_shape)]
+        axes: list[tuple[str | None, Any]] = [
+            ("m", ms),
+            ("domain" if self.domains is not None else None, _labels(self.domains)),
+            *[(nm, np.arange(n, dtype=np.int64)) for nm, n in zip(names, level_shape, strict=True)],
+        ]
+        cols = _tidy({"level": self.level}, axes, arrays)
+        order = ["level", *names, "domain", "m", *arrays]
+        return {k: cols[k] for k in order if k in cols}
+
     def __repr__(self) -> str:
         v = np.asarray(self.value)
         body = f"{float(v):.6f}" if v.ndim == 0 else f"array{_fmt_shape(v)}"
@@ -83,20 +197,25 @@ class SRPResult:
 def cache_size_for(rho: Any, per_unit: int, n: int) -> np.ndarray:
     """Cache sizes ``C = rho * per_unit`` as int64, checking each is a whole size in [1, n]."""
     r = np.asarray(rho, dtype=np.float64)
-    if not np.all(np.isfinite(r)):
-        raise ValueError(f"rho must be finite, got {rho!r}")
+    flat = r.ravel()
+    if not np.all(np.isfinite(flat)):
+        bad = plain(flat[~np.isfinite(flat)][0])
+        raise ValueError(f"rho must be a finite number, got {bad}")
     C = r * per_unit
     Ci = np.rint(C)
     lo, hi = 1.0 / per_unit, n / per_unit
-    if np.any(r <= 0) or np.any(Ci > n) or np.any(C > n + 1e-9):
+    outside = ((r <= 0) | (Ci > n) | (C > n + 1e-9)).ravel()
+    if outside.any():
         raise ValueError(
-            f"rho = {rho!r} is outside (0, {hi:g}]: the cache ratio is C / {per_unit} for "
-            f"cache sizes C = 1 .. {n}"
+            f"rho = {flat[outside][0]:.10g} is outside (0, {hi:g}]: the cache ratio is "
+            f"C / {per_unit} for cache sizes C = 1 .. {n}"
         )
-    if np.any(np.abs(C - Ci) > 1e-9) or np.any(Ci < 1):
+    partial = ((np.abs(C - Ci) > 1e-9) | (Ci < 1)).ravel()
+    if partial.any():
+        i = int(np.flatnonzero(partial)[0])
         raise ValueError(
-            f"rho = {rho!r} does not give a whole cache size (rho * {per_unit} = {C!r}); valid "
-            f"ratios are multiples of {lo:g} up to {hi:g}"
+            f"rho = {flat[i]:.10g} does not give a whole cache size (rho * {per_unit} = "
+            f"{C.ravel()[i]:.10g}); valid ratios are multiples of {lo:g} up to {hi:g}"
         )
     return Ci.astype(np.int64)
 
@@ -165,6 +284,83 @@ class HitCurve:
         """
         C = cache_size_for(rho, self.per_unit, self.num_sizes)
         return np.asarray(self.rates)[..., C - 1]
+
+    def to_pandas(self, rho: Any = None) -> Any:
+        """The curve as a tidy long :class:`pandas.DataFrame`: one row per hit rate.
+
+        Rows run over m, then domain, then layer, then cache size. The columns, in this
+        order, are those that apply (``docs/api.md``, "Results as data frames"):
+
+        - ``policy`` (str): ``"lru"``, ``"lfu"``, ``"belady"`` or ``"sch"``;
+        - ``level`` (str): ``"layer"`` or ``"model"``;
+        - ``layer`` (int64): layer index 0 .. L-1, at layer level;
+        - ``domain`` (str): the domain label, with ``by_domain=True``;
+        - ``m`` (int64): the future window, for ``policy="sch"``;
+        - ``rho`` (float64): the cache ratio ``C / k`` (model level ``C / (L*k)``);
+        - ``cache_size`` (int64): ``C``;
+        - ``hit_rate`` (float64): ``rates[..., C-1]``, the mean of the per-sequence rates;
+        - ``hits`` (int64): accesses that hit at size C, summed over the sequences
+          (``stat[..., :C].sum(-1)``);
+        - ``accesses`` (int64): all accesses of those sequences (``stat.sum(-1)``); with
+          sequences of one length, ``hits / accesses`` is ``hit_rate``;
+        - ``sequences`` (int64): ``sequences`` of the row's domain.
+
+        Parameters
+        ----------
+        rho : float or sequence of float, optional
+            Only the cache sizes ``C = rho * k`` (model level ``rho * L * k``); each ratio
+            must give a whole size, as for :meth:`at`. Default: every size ``C = 1 .. N``.
+
+        Returns
+        -------
+        pandas.DataFrame
+
+        Raises
+        ------
+        ImportError
+            pandas is not installed (``pip install 'lrc-kernels[pandas]'``).
+        ValueError
+            A ratio gives no whole cache size.
+        """
+        return _frame(self._columns(rho))
+
+    def _columns(self, rho: Any = None) -> dict[str, np.ndarray]:
+        """The columns of :meth:`to_pandas` as numpy arrays (no pandas needed)."""
+        n = self.num_sizes
+        if rho is None:
+            sizes = np.arange(1, n + 1, dtype=np.int64)
+        else:
+            sizes = np.atleast_1d(cache_size_for(rho, self.per_unit, n))
+        ms, has_m = (None, False) if self.m is None else _m_list(self.m)
+        rates = np.asarray(self.rates, dtype=np.float64)
+        stat = np.asarray(self.stat, dtype=np.int64)
+        seqs = np.asarray(self.sequences, dtype=np.int64)
+        if not has_m:
+            rates, stat = rates[None], stat[None]
+        if self.domains is None:
+            rates, stat, seqs = rates[:, None], stat[:, None], seqs[None]
+        if self.level == "model":
+            rates, stat = rates[:, :, None], stat[:, :, None]
+        arrays = {
+            "rho": (sizes / self.per_unit)[None, None, None],
+            "cache_size": sizes[None, None, None],
+            "hit_rate": rates[..., sizes - 1],
+            "hits": np.cumsum(stat[..., :n], axis=-1)[..., sizes - 1],
+            "accesses": stat.sum(axis=-1),
+            "sequences": np.broadcast_to(seqs, rates.shape[:2]),
+        }
+        axes: list[tuple[str | None, Any]] = [
+            ("m" if ms is not None else None, ms or [None]),
+            ("domain" if self.domains is not None else None, _labels(self.domains)),
+            (
+                "layer" if self.level != "model" else None,
+                np.arange(rates.shape[2], dtype=np.int64),
+            ),
+            (None, sizes),
+        ]
+        cols = _tidy({"policy": self.policy, "level": self.level}, axes, arrays)
+        order = ["policy", "level", "layer", "domain", "m", *arrays]
+        return {k: cols[k] for k in order if k in cols}
 
     def __repr__(self) -> str:
         m = "" if self.m is None else f", m={self.m!r}"

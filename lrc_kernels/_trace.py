@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from ._messages import plain
+
 __all__ = ["Trace", "as_trace", "id_dtype_for"]
 
 
@@ -61,9 +63,9 @@ def _check_int_array(a: np.ndarray, what: str) -> None:
 
 def _validate_num_experts(num_experts: Any) -> int:
     if isinstance(num_experts, (bool, np.bool_)) or not isinstance(num_experts, (int, np.integer)):
-        raise TypeError(f"num_experts must be a positive integer, got {num_experts!r}")
+        raise TypeError(f"num_experts must be a positive integer, got {plain(num_experts)!r}")
     if num_experts < 1:
-        raise ValueError(f"num_experts must be >= 1, got {num_experts}")
+        raise ValueError(f"num_experts must be >= 1, got {plain(num_experts)}")
     return int(num_experts)
 
 
@@ -309,7 +311,7 @@ class Trace:
         )
         lay = slice(None) if layers is None else np.asarray(layers, dtype=np.int64)
         if layers is not None and (lay.min() < 0 or lay.max() >= self.num_layers):
-            raise ValueError(f"layers {layers!r} out of range [0, {self.num_layers})")
+            raise ValueError(f"layers {plain(layers)!r} out of range [0, {self.num_layers})")
         if _is_device_array(self._experts):  # stay on the device
             import cupy as cp
 
@@ -336,7 +338,7 @@ class Trace:
         Useful for long single-stream captures: the paper evaluates 512-token sequences.
         """
         if not isinstance(length, (int, np.integer)) or length < 1:
-            raise ValueError(f"split length must be a positive integer, got {length!r}")
+            raise ValueError(f"split length must be a positive integer, got {plain(length)!r}")
         new_off = [0]
         dom = []
         for s in range(self.num_sequences):

@@ -11,9 +11,7 @@ Errors are one line on stderr and a non-zero exit status (``--debug`` shows the 
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib.util
-import io as _stdio
 import json
 import math
 import os
@@ -31,8 +29,6 @@ __all__ = [
     "TraceSource",
     "open_sources",
     "CLIError",
-    "srp_rows",
-    "curve_rows",
 ]
 
 PROG = "lrc"
@@ -223,20 +219,11 @@ class Progress:
 
 
 # -------------------------------------------------------------------------- output
-def _clean(v: Any) -> Any:
-    """Plain Python scalars for output; NaN/inf become None (null, empty cell)."""
-    if v is None:
-        return None
+def _fmt(v: Any, digits: int = 4) -> str:
+    """One table cell: numbers with ``digits`` decimals, NaN and None as ``-``."""
     if hasattr(v, "item") and not isinstance(v, (str, bytes)):
         v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
-def _fmt(v: Any, digits: int = 4) -> str:
-    v = _clean(v)
-    if v is None:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
     if isinstance(v, bool):
         return "yes" if v else "no"
@@ -270,19 +257,83 @@ def _out_format(args: argparse.Namespace) -> str:
     return getattr(args, "format", None) or "table"
 
 
-def write_rows(
-    rows: list[dict[str, Any]], columns: Sequence[str], args: argparse.Namespace
-) -> None:
-    """Write tidy rows as JSON, CSV or Parquet to ``--output`` (or stdout)."""
-    fmt = _out_format(args)
-    rows = [{c: _clean(r.get(c)) for c in columns} for r in rows]
-    target = getattr(args, "output", None)
-    if fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+def _require_pandas(args: argparse.Namespace) -> None:
+    """--json/--csv/--parquet write through pandas: say so before computing anything."""
+    from ._results import PANDAS_EXTRA
 
-        table = pa.Table.from_pylist(rows, schema=_arrow_schema(rows, columns))
-        if target in (None, "-"):
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        raise CLIError(
+            f"lrc {args.command} --{_out_format(args)} writes its rows with pandas, which is "
+            f"not installed: {PANDAS_EXTRA} (or leave out --{_out_format(args)} for a table)"
+        ) from None
+
+
+def _rows(name: str, cols: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows (plain Python values, with a ``model`` key) of a result's tidy columns, for the
+    human tables; the same columns ``to_pandas()`` makes into a frame. Keys a level or
+    option does not have (layer, expert, domain, m) are None."""
+    keys = list(cols)
+    base = {"model": name, "layer": None, "expert": None, "domain": None, "m": None}
+    values = zip(*(cols[k].tolist() for k in keys), strict=True)
+    return [{**base, **dict(zip(keys, v, strict=True))} for v in values]
+
+
+def _model_frame(frames: Sequence[tuple[str, Any]]) -> Any:
+    """The frames of several models as one: a ``model`` column first, then the union of the
+    columns in the frames' order (an integer column some frames lack becomes nullable)."""
+    import pandas as pd
+
+    order: list[str] = ["model"]
+    for _, f in frames:
+        prev = "model"
+        for c in f.columns:
+            if c not in order:
+                order.insert(order.index(prev) + 1, c)
+            prev = c
+    parts = [f.assign(model=name) for name, f in frames]
+    out = pd.concat(parts, ignore_index=True)[order]
+    for c in order:
+        ints = [pd.api.types.is_integer_dtype(f[c]) for _, f in frames if c in f.columns]
+        if ints and all(ints) and len(ints) < len(frames):
+            out[c] = out[c].astype("Int64")
+    return out
+
+
+def _info_frame(rows: list[dict[str, Any]]) -> Any:
+    """The ``lrc info`` rows as a frame: whole-number columns stay integers beside nulls."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
+    for c in df.columns:
+        vals = [r[c] for r in rows if r[c] is not None]
+        if vals and all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+            df[c] = pd.array([r[c] for r in rows], dtype="Int64")
+    return df
+
+
+def write_frame(df: Any, args: argparse.Namespace) -> None:
+    """Write a tidy frame as JSON, CSV or Parquet to ``--output`` (or stdout).
+
+    CSV is ``df.to_csv(index=False)`` (NaN: empty cell); JSON a list of row objects and
+    Parquet a table, both through Arrow (NaN and missing values: null).
+    """
+    import pyarrow as pa
+
+    fmt = _out_format(args)
+    target = getattr(args, "output", None)
+    to_stdout = target in (None, "-")
+    if fmt == "csv":
+        text = df.to_csv(index=False, lineterminator="\n")
+    else:
+        table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            if not to_stdout:
+                pq.write_table(table, target)
+                return
             if sys.stdout.isatty():
                 raise CLIError(
                     "--parquet writes binary data: give a file with -o/--output FILE.parquet "
@@ -293,51 +344,16 @@ def write_rows(
             sys.stdout.flush()
             sys.stdout.buffer.write(buf.getvalue().to_pybytes())
             sys.stdout.buffer.flush()
-        else:
-            pq.write_table(table, target)
-        return
-    if fmt == "json":
-        text = json.dumps(rows, indent=1, allow_nan=False) + "\n"
-    else:
-        buf = _stdio.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-        text = buf.getvalue()
-    if target in (None, "-"):
+            return
+        text = json.dumps(table.to_pylist(), indent=1, allow_nan=False) + "\n"
+    if to_stdout:
         sys.stdout.write(text)
     else:
         Path(target).write_text(text, encoding="utf-8")
 
 
-def _arrow_schema(rows: list[dict[str, Any]], columns: Sequence[str]) -> Any:
-    """Column types from the values (a column of nulls is a string column)."""
-    import pyarrow as pa
-
-    fields = []
-    for c in columns:
-        vals = [r[c] for r in rows if r[c] is not None]
-        if not vals:
-            t = pa.string()
-        elif all(isinstance(v, bool) for v in vals):
-            t = pa.bool_()
-        elif all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
-            t = pa.int64()
-        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-            t = pa.float64()
-        else:
-            t = pa.string()
-        fields.append(pa.field(c, t))
-    return pa.schema(fields)
-
-
-def _emit(
-    args: argparse.Namespace,
-    rows: list[dict[str, Any]],
-    columns: Sequence[str],
-    human: Callable[[], str],
-) -> None:
+def _emit(args: argparse.Namespace, frame: Callable[[], Any], human: Callable[[], str]) -> None:
+    """Print the human table, or write ``frame()`` with --json/--csv/--parquet."""
     if _out_format(args) == "table":
         text = human()
         if getattr(args, "output", None) not in (None, "-"):
@@ -345,7 +361,7 @@ def _emit(
         else:
             print(text)
     else:
-        write_rows(rows, columns, args)
+        write_frame(frame(), args)
 
 
 # ---------------------------------------------------------------------- arguments
@@ -688,7 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="M",
-        help="segment lengths for SRP (default: 1 2 4 ... 256)",
+        help="segment lengths for SRP (default: 2 4 8 ... 256; SRP at m = 1 is always 1)",
     )
     p.add_argument(
         "--sch-m",
@@ -769,17 +785,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="UTF-8 text files, one domain each (DOMAIN=FILE names the domain)",
     )
     p.add_argument("--out", required=True, metavar="FILE", help="trace file to write")
-    p.add_argument("--seq-len", type=_positive_int, default=512, help="tokens per sequence")
+    p.add_argument(
+        "--seq-len",
+        type=_positive_int,
+        default=512,
+        metavar="T",
+        help="tokens per sequence; a shorter last piece of a text is dropped "
+        "(default: 512, as the paper)",
+    )
     p.add_argument(
         "--max-sequences",
         type=_positive_int,
         default=None,
-        help="at most this many sequences per domain",
+        metavar="N",
+        help="at most N sequences per domain (default: every whole sequence of the text)",
     )
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="sequences per forward pass")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
-    p.add_argument("--dtype", default=None, help="load weights in this dtype, e.g. bfloat16")
-    p.add_argument("--weights", action="store_true", help="also record gate weights")
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=8,
+        metavar="B",
+        help="sequences per forward pass (default: 8)",
+    )
+    p.add_argument(
+        "--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default: cpu)"
+    )
+    p.add_argument(
+        "--dtype",
+        default=None,
+        help="load the weights in this dtype, e.g. bfloat16 (default: the checkpoint's dtype)",
+    )
+    p.add_argument(
+        "--weights", action="store_true", help="also record gate weights (default: ids only)"
+    )
     _add_common(p)
     p.set_defaults(func=cmd_capture)
     return parser
@@ -789,7 +827,6 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_info(args: argparse.Namespace) -> int:
     sources = open_sources(args.traces, allow_incomplete=args.allow_incomplete)
     rows = [s.info() for s in sources]
-    columns = list(rows[0]) if rows else []
 
     def human() -> str:
         blocks = []
@@ -818,7 +855,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             blocks.append("\n".join(f"{k.ljust(w)}  {v}" for k, v in pairs))
         return "\n\n".join(blocks)
 
-    _emit(args, rows, columns, human)
+    _emit(args, lambda: _info_frame(rows), human)
     return EXIT_OK
 
 
@@ -831,79 +868,13 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-SRP_COLUMNS = (
-    "model",
-    "level",
-    "layer",
-    "expert",
-    "domain",
-    "m",
-    "srp",
-    "threshold",
-    "ratio",
-    "ci_low",
-    "ci_high",
-    "windows",
-)
-
-
-def srp_rows(name: str, res: Any) -> list[dict[str, Any]]:
-    """Tidy rows of an :class:`~lrc_kernels.SRPResult` computed with a list of m.
-
-    One row per (m, domain, layer, expert) as the level has them; model level has no layer
-    or expert, layer level no expert, and ``domain`` is None without ``by_domain``.
-    """
-    import numpy as np
-
-    ms = list(res.m) if isinstance(res.m, (list, tuple)) else [res.m]
-    value = np.asarray(res.value)
-    thr = np.asarray(res.threshold)
-    ratio = np.asarray(res.ratio)
-    windows = np.asarray(res.windows)
-    lo = hi = None
-    if res.ci is not None:
-        lo, hi = np.asarray(res.ci[0]), np.asarray(res.ci[1])
-    if not isinstance(res.m, (list, tuple)):
-        value, thr, ratio, windows = value[None], thr[None], ratio[None], windows[None]
-        if lo is not None:
-            lo, hi = lo[None], hi[None]
-    domains = res.domains if res.domains is not None else [None]
-    if res.domains is None:  # add a domain axis of length one after m
-        value, thr, ratio, windows = value[:, None], thr[:, None], ratio[:, None], windows[:, None]
-        if lo is not None:
-            lo, hi = lo[:, None], hi[:, None]
-    rows = []
-    for mi, m in enumerate(ms):
-        for di, dom in enumerate(domains):
-            for idx in np.ndindex(value.shape[2:]):
-                layer = idx[0] if len(idx) >= 1 else None
-                expert = idx[1] if len(idx) >= 2 else None
-                key = (mi, di, *idx)
-                rows.append(
-                    {
-                        "model": name,
-                        "level": res.level,
-                        "layer": layer,
-                        "expert": expert,
-                        "domain": dom,
-                        "m": int(m),
-                        "srp": float(value[key]),
-                        "threshold": int(thr[key]),
-                        "ratio": float(ratio[key]),
-                        "ci_low": None if lo is None else float(lo[key]),
-                        "ci_high": None if hi is None else float(hi[key]),
-                        "windows": int(windows[mi, di]),
-                    }
-                )
-    return rows
-
-
 def cmd_srp(args: argparse.Namespace) -> int:
     import lrc_kernels as lk
 
     sources = open_sources(args.traces)
+    _check_domains(args, sources)
     prog = Progress(_show_progress(args))
-    rows: list[dict[str, Any]] = []
+    results = []
     for s in sources:
         with prog.pass_over(s, "SRP") as bar:
             res = lk.srp(
@@ -917,7 +888,8 @@ def cmd_srp(args: argparse.Namespace) -> int:
                 backend=args.backend,
                 progress=bar,
             )
-        rows.extend(srp_rows(s.name, res))
+        results.append((s.name, res))
+    rows = [r for name, res in results for r in _rows(name, res._columns())]
 
     def human() -> str:
         header = ["model"]
@@ -948,7 +920,7 @@ def cmd_srp(args: argparse.Namespace) -> int:
         numeric = [h not in ("model", "domain") for h in header]
         return format_table(header, body, numeric)
 
-    _emit(args, rows, SRP_COLUMNS, human)
+    _emit(args, lambda: _model_frame([(n, res.to_pandas()) for n, res in results]), human)
     return EXIT_OK
 
 
@@ -972,63 +944,6 @@ def _valid_rhos(curve: Any, rhos: Sequence[float] | None, default: Sequence[floa
     return out
 
 
-CURVE_COLUMNS = (
-    "model",
-    "policy",
-    "level",
-    "layer",
-    "domain",
-    "m",
-    "rho",
-    "cache_size",
-    "hit_rate",
-    "sequences",
-)
-SCH_COLUMNS = ("model", "level", "layer", "domain", "m", "rho", "cache_size", "hit_rate")
-
-
-def curve_rows(name: str, curve: Any, rhos: Sequence[float] | None) -> list[dict[str, Any]]:
-    """Tidy rows of a :class:`~lrc_kernels.HitCurve` (one m): one per (domain, layer, size).
-
-    ``rhos=None`` gives every cache size ``C = 1 .. N``; otherwise the sizes ``rho * k``
-    (``rho * L * k`` at model level).
-    """
-    import numpy as np
-
-    from ._results import cache_size_for
-
-    rates = np.asarray(curve.rates)
-    if curve.domains is None:
-        rates = rates[None]
-    if curve.level == "model":
-        rates = rates[:, None, :]  # (D, 1, N)
-    domains = curve.domains if curve.domains is not None else [None]
-    seqs = np.atleast_1d(np.asarray(curve.sequences))
-    if rhos is None:
-        sizes = np.arange(1, curve.num_sizes + 1)
-    else:
-        sizes = cache_size_for(list(rhos), curve.per_unit, curve.num_sizes)
-    rows = []
-    for di, dom in enumerate(domains):
-        for li in range(rates.shape[1]):
-            for C in sizes:
-                rows.append(
-                    {
-                        "model": name,
-                        "policy": curve.policy,
-                        "level": curve.level,
-                        "layer": None if curve.level == "model" else li,
-                        "domain": dom,
-                        "m": curve.m,
-                        "rho": float(C) / curve.per_unit,
-                        "cache_size": int(C),
-                        "hit_rate": float(rates[di, li, C - 1]),
-                        "sequences": int(seqs[di]),
-                    }
-                )
-    return rows
-
-
 def _layer_mean(rows: list[dict[str, Any]], keys: Sequence[str]) -> dict[tuple, float]:
     """Mean hit rate over layers for each combination of ``keys`` (NaN-free rows)."""
     acc: dict[tuple, list[float]] = {}
@@ -1042,8 +957,9 @@ def cmd_sch(args: argparse.Namespace) -> int:
     import lrc_kernels as lk
 
     sources = open_sources(args.traces)
+    _check_domains(args, sources)
     prog = Progress(_show_progress(args))
-    rows: list[dict[str, Any]] = []
+    results = []
     rho_cols: list[float] = []
     for s in sources:
         with prog.pass_over(s, "SCH") as bar:
@@ -1056,18 +972,15 @@ def cmd_sch(args: argparse.Namespace) -> int:
                 backend=args.backend,
                 progress=bar,
             )
-        for mi, m in enumerate(args.m):
-            one = _one_m(curves, mi, m)
-            rhos = _valid_rhos(one, args.rho, DEFAULT_RHO)
-            if not rhos:
-                raise CLIError(
-                    f"{s.name}: none of the default cache ratios {list(DEFAULT_RHO)} gives a "
-                    f"whole cache size for k = {one.per_unit}; pass --rho"
-                )
-            for r in curve_rows(s.name, one, rhos):
-                del r["policy"], r["sequences"]
-                rows.append(r)
-            rho_cols.extend(v for v in rhos if v not in rho_cols)
+        rhos = _valid_rhos(curves, args.rho, DEFAULT_RHO)
+        if not rhos:
+            raise CLIError(
+                f"{s.name}: none of the default cache ratios {list(DEFAULT_RHO)} gives a "
+                f"whole cache size for k = {curves.per_unit}; pass --rho"
+            )
+        results.append((s.name, curves, rhos))
+        rho_cols.extend(v for v in rhos if v not in rho_cols)
+    rows = [r for name, c, rhos in results for r in _rows(name, c._columns(rhos))]
 
     def human() -> str:
         rho_sorted = sorted(rho_cols)
@@ -1105,7 +1018,7 @@ def cmd_sch(args: argparse.Namespace) -> int:
         )
         return format_table(header, body, numeric) + note
 
-    _emit(args, rows, SCH_COLUMNS, human)
+    _emit(args, lambda: _model_frame([(n, c.to_pandas(rho)) for n, c, rho in results]), human)
     return EXIT_OK
 
 
@@ -1113,25 +1026,13 @@ def _fmt_rho(r: float) -> str:
     return f"{r:g}"
 
 
-def _one_m(curve: Any, mi: int, m: int) -> Any:
-    """The HitCurve of the ``mi``-th m of a multi-m SCH curve."""
-    import copy
-
-    import numpy as np
-
-    one = copy.copy(curve)
-    one.rates = np.asarray(curve.rates)[mi]
-    one.stat = None if curve.stat is None else np.asarray(curve.stat)[mi]
-    one.m = int(m)
-    return one
-
-
 def cmd_curves(args: argparse.Namespace) -> int:
     import lrc_kernels as lk
 
     sources = open_sources(args.traces)
+    _check_domains(args, sources)
     prog = Progress(_show_progress(args))
-    rows: list[dict[str, Any]] = []
+    results = []
     shown: dict[str, list[float]] = {}
     policies = list(dict.fromkeys(args.policy))
     for s in sources:
@@ -1148,8 +1049,9 @@ def cmd_curves(args: argparse.Namespace) -> int:
                     progress=bar,
                 )
             rhos = _valid_rhos(curve, args.rho, CURVE_RHO) if args.rho is not None else None
-            rows.extend(curve_rows(s.name, curve, rhos))
+            results.append((s.name, curve, rhos))
             shown[s.name] = _valid_rhos(curve, args.rho, CURVE_RHO)
+    rows = [r for name, c, rhos in results for r in _rows(name, c._columns(rhos))]
 
     def human() -> str:
         names = [f"sch(m={args.m})" if p == "sch" else p for p in policies]
@@ -1175,16 +1077,17 @@ def cmd_curves(args: argparse.Namespace) -> int:
         )
         return format_table(header, body, numeric) + note
 
-    _emit(args, rows, CURVE_COLUMNS, human)
+    _emit(args, lambda: _model_frame([(n, c.to_pandas(rho)) for n, c, rho in results]), human)
     return EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    if importlib.util.find_spec("matplotlib") is None:
-        raise CLIError(
-            "lrc report draws its figures with matplotlib, which is not installed: "
-            "pip install 'lrc-kernels[report]'"
-        )
+    for mod, why in (("matplotlib", "draws its figures"), ("pandas", "writes report.json")):
+        if importlib.util.find_spec(mod) is None:
+            raise CLIError(
+                f"lrc report {why} with {mod}, which is not installed: "
+                "pip install 'lrc-kernels[report]'"
+            )
     from . import report
 
     sources = open_sources(args.traces)
@@ -1422,14 +1325,54 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- main
+_DOMAIN_ADVICE = (
+    "label the sequences when converting: lrc convert PART.npz --domain LABEL --out "
+    "PART.lrc.arrow for each domain's arrays (or store a 'domains' array in the .npz), then "
+    "lrc convert PART1.lrc.arrow PART2.lrc.arrow --out ALL.lrc.arrow; lrc capture names a "
+    "domain after each text file"
+)
+
+# the API's advice in Python terms (a substring of its message) -> the same in CLI terms
+_CLI_ADVICE = (
+    (
+        "Pass allow_incomplete=True to read them, or call "
+        "lrc_kernels.io.repair_trace(path, out) to write a complete file.",
+        "lrc convert FILE --allow-incomplete --out NEW.lrc.arrow writes the complete part "
+        "to a new file (lrc info takes --allow-incomplete too).",
+    ),
+    (
+        "pass weights=False to read the ids of all of them",
+        "give lrc convert --no-weights to convert the ids of all of them",
+    ),
+    (
+        "by_domain=True needs domain labels: build the Trace with domains=[...] (one label "
+        "per sequence), or write them into the trace file",
+        f"--by-domain needs domain labels: {_DOMAIN_ADVICE}",
+    ),
+)
+
+
+def _check_domains(args: argparse.Namespace, sources: Sequence[TraceSource]) -> None:
+    """--by-domain on a trace without labels: say so before computing, in CLI terms."""
+    if not getattr(args, "by_domain", False):
+        return
+    for s in sources:
+        doms = s.reader.domains()
+        missing = sum(d is None for d in doms)
+        if missing:
+            which = (
+                "no domain labels" if missing == len(doms) else f"{missing:,} unlabelled sequences"
+            )
+            raise CLIError(
+                f"lrc {args.command} --by-domain: {s.path} has {which}; {_DOMAIN_ADVICE}"
+            )
+
+
 def _error_line(exc: BaseException) -> str:
     msg = str(exc).strip().splitlines()
     text = " ".join(line.strip() for line in msg) if msg else type(exc).__name__
-    if type(exc).__name__ == "IncompleteTraceError":
-        text += (
-            " From the command line: lrc convert FILE --allow-incomplete --out NEW.lrc.arrow "
-            "writes the complete part to a new file."
-        )
+    for python, cli_words in _CLI_ADVICE:
+        text = text.replace(python, cli_words)
     if isinstance(exc, (CLIError, ValueError, TypeError, OSError, MemoryError, RuntimeError)):
         if isinstance(exc, FileNotFoundError) and exc.filename and not msg:
             text = f"{exc.filename}: no such file"
@@ -1458,6 +1401,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     try:
+        if _out_format(args) != "table":
+            _require_pandas(args)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         if debug:

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from ._messages import plain
 from ._trace import Trace, _to_numpy, _validate_num_experts, id_dtype_for
 from .cpu._jit import jit, prange
 
@@ -541,9 +542,9 @@ class TraceWriter:
 
 def _pos_int(v: Any, name: str) -> int:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive integer, got {v!r}")
+        raise TypeError(f"{name} must be a positive integer, got {plain(v)!r}")
     if v < 1:
-        raise ValueError(f"{name} must be >= 1, got {v}")
+        raise ValueError(f"{name} must be >= 1, got {plain(v)}")
     return int(v)
 
 
@@ -626,7 +627,7 @@ def _checked_weights(weights: Any, shape: tuple, dtype: np.dtype, where: str) ->
     if bad.any():
         t, l, j = (int(v) for v in np.argwhere(bad)[0])
         raise ValueError(
-            f"{where}: gate weight {w[t, l, j]!r} at token {t}, layer {l}, slot {j} is "
+            f"{where}: gate weight {plain(w[t, l, j])!r} at token {t}, layer {l}, slot {j} is "
             f"negative, NaN, infinite or overflows {dtype.name}"
         )
     return np.array(w, dtype=dtype, order="C", copy=True)

@@ -81,6 +81,8 @@ class ModelResults:
     domain_specialization : float or None
         Mean coefficient of variation of the experts' activation ratios across domains
         (:func:`lrc_kernels.domain_specialization`); None without domain labels.
+    synthetic : bool
+        The trace was made by :func:`lrc_kernels.synthetic_trace` (its metadata says so).
     notes : list of str
         What the report could not show for this trace, and why.
     """
@@ -96,6 +98,7 @@ class ModelResults:
     sch_domain: Any = None
     load_balance: float = float("nan")
     domain_specialization: float | None = None
+    synthetic: bool = False
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -117,9 +120,14 @@ class ModelResults:
         return float(np.mean(v))
 
 
+# SRP at m = 1 is 1 by definition (a one-token segment router keeps exactly the token's
+# experts), so the report's SRP figures start at m = 2
+MIN_PLOT_M = 2
+
+
 def _default_ms(max_len: int) -> list[int]:
-    ms = [m for m in (1, 2, 4, 8, 16, 32, 64, 128, 256) if m <= max(max_len, 1)]
-    return ms or [1]
+    ms = [m for m in (2, 4, 8, 16, 32, 64, 128, 256) if m <= max(max_len, 2)]
+    return ms or [2]
 
 
 def compute_results(
@@ -138,7 +146,8 @@ def compute_results(
     sources : sequence of lrc_kernels.cli.TraceSource
         The traces, one per model (see :func:`lrc_kernels.cli.open_sources`).
     ms : sequence of int, optional
-        Segment lengths for SRP; default 1, 2, 4, ... 256 up to the longest sequence.
+        Segment lengths for SRP; default 2, 4, ... 256 up to the longest sequence (SRP at
+        m = 1 is 1 by definition; the figures leave it out when asked for).
     sch_m : int
         Future window of SCH, also the m of the per-domain SRP bars (the paper: 16).
     bootstrap : int
@@ -215,6 +224,7 @@ def compute_results(
                 sch_domain=sch_dom,
                 load_balance=lb,
                 domain_specialization=ds,
+                synthetic=reader.meta.get("generator") == "lrc_kernels.synthetic_trace",
             )
             short = [m for m in m_list if m > max_len]
             if short:
@@ -265,9 +275,12 @@ def _pool_layers(layer: Any) -> Any:
 def _new_figure(width: float, height: float) -> Any:
     # A bare Figure (no pyplot): no GUI, no global backend switch in the caller's process,
     # and savefig renders PNG with the Agg canvas.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)  # a renderer to measure text with (_free_label)
+    return fig
 
 
 def _srp_values(res: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -297,7 +310,8 @@ def _panels(fig: Any, rows: int, cols: int, n: int, **kw: Any) -> list[Any]:
 def figure_srp_vs_m(models: Sequence[ModelResults]) -> Any:
     """SRP against segment length m, one line per model (the paper's Figure 4 style).
 
-    With a bootstrap interval, the band shows it.
+    With a bootstrap interval, the band shows it. m = 1 is left out (SRP is 1 there by
+    definition), and so are m without any window.
     """
     fig = _new_figure(6.4, 4.2)
     ax = fig.add_subplot()
@@ -305,7 +319,7 @@ def figure_srp_vs_m(models: Sequence[ModelResults]) -> Any:
     for i, r in enumerate(models):
         v, _ = _srp_values(r.srp_model)
         ms = np.asarray(r.ms, dtype=np.float64)
-        ok = np.isfinite(v)
+        ok = np.isfinite(v) & (ms >= MIN_PLOT_M)
         (line,) = ax.plot(ms[ok], v[ok], marker="o", label=r.name, color=f"C{i % 10}")
         all_m.update(int(m) for m in ms[ok])
         if r.srp_model.ci is not None:
@@ -326,39 +340,80 @@ def figure_srp_vs_m(models: Sequence[ModelResults]) -> Any:
     return fig
 
 
+def _free_label(ax: Any, text: str, spots: Sequence[dict[str, Any]], avoid: Sequence[Any]) -> Any:
+    """Write ``text`` at the first of ``spots`` (keyword sets of ``ax.annotate``) where its box
+    lies inside the axes and touches none of the ``avoid`` lines; when every spot touches
+    one, at the first spot on a white box. The figure's layout must be final.
+
+    Returns the annotation.
+    """
+    from matplotlib.text import Text
+
+    fig = ax.figure
+    fig.draw_without_rendering()  # settle the constrained layout: positions are final
+    renderer = fig.canvas.get_renderer()
+    paths = [ln.get_transform().transform_path(ln.get_path()) for ln in avoid]
+    frame = ax.get_window_extent(renderer)
+    for spot in spots:
+        ann = ax.annotate(text, fontsize="small", **spot)
+        ann.update_positions(renderer)  # an annotation is placed when drawn; place it now
+        box = Text.get_window_extent(ann, renderer).padded(6)
+        inside = (
+            box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0
+            and box.y1 <= frame.y1
+        )  # fmt: skip
+        if inside and not any(p.intersects_bbox(box, filled=False) for p in paths):
+            return ann
+        ann.remove()
+    ann = ax.annotate(text, fontsize="small", **spots[0])
+    ann.set_bbox({"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1.5})
+    return ann
+
+
+def _rho_spots(rho: float, at: float) -> list[dict[str, Any]]:
+    """Places for the rho marker's label: beside its point, then at the foot and the head
+    of its line, right and left of it."""
+    near = {"xy": (rho, at), "textcoords": "offset points"}
+    line = {"textcoords": "offset points", "xycoords": ("data", "axes fraction")}
+    spots = []
+    for dy, va in ((-10, "top"), (8, "bottom")):
+        for dx, ha in ((8, "left"), (-8, "right")):
+            spots.append({**near, "xytext": (dx, dy), "ha": ha, "va": va})
+    for y, va in ((0.03, "bottom"), (0.97, "top")):
+        for dx, ha in ((6, "left"), (-6, "right")):
+            spots.append({**line, "xy": (rho, y), "xytext": (dx, 0), "ha": ha, "va": va})
+    return spots
+
+
 def figure_hit_vs_rho(models: Sequence[ModelResults], rho_mark: float = RHO_MARK) -> Any:
     """Hit rate against cache ratio rho for SCH, Belady, LRU and LFU; one panel per model.
 
-    Layer level, averaged over the MoE layers; a dashed vertical line marks ``rho_mark``
-    (the paper's recommended rho = 2) and the SCH value there is printed.
+    Layer level, averaged over the MoE layers; a dotted vertical line marks ``rho_mark``
+    (the paper's recommended rho = 2) and the SCH value there is written where it crosses
+    no curve. One legend below the panels serves all of them.
     """
     n = len(models)
     rows, cols = _grid(n)
-    fig = _new_figure(max(4.6 * cols, 5.0), 4.0 * rows)
+    fig = _new_figure(max(4.6 * cols, 5.0), 4.0 * rows + 0.5)
     axes = _panels(fig, rows, cols, n, sharey=True)
+    marks = []
     for ax, r in zip(axes, models, strict=True):
+        lines = []
         for pol in POLICY_ORDER:
             rho, h = r.mean_curve(pol)
             label = _policy_name(pol, r.sch_m)
-            ax.plot(
+            (ln,) = ax.plot(
                 np.concatenate([[0.0], rho]),
                 np.concatenate([[0.0], h]),
                 label=label,
                 **POLICY_STYLE[pol],
             )
+            lines.append(ln)
         at = r.hit_at("sch", rho_mark)
         if math.isfinite(at):
-            ax.axvline(rho_mark, color="#888888", ls=":", lw=1.2)
+            vline = ax.axvline(rho_mark, color="#888888", ls=":", lw=1.2, label=f"ρ = {rho_mark:g}")
             ax.plot([rho_mark], [at], "o", color=POLICY_STYLE["sch"]["color"])
-            right_edge = rho_mark > 0.7 * float(r.info["num_experts"]) / r.top_k
-            ax.annotate(
-                f"ρ={rho_mark:g}: SCH {at:.3f}",
-                xy=(rho_mark, at),
-                xytext=(-8 if right_edge else 8, -14),
-                textcoords="offset points",
-                ha="right" if right_edge else "left",
-                fontsize="small",
-            )
+            marks.append((ax, at, [*lines, vline]))
         ax.set_title(r.name)
         ax.set_xlabel("cache ratio ρ = C / k (experts cached per layer / top-k)")
         ax.set_xlim(0, float(r.info["num_experts"]) / r.top_k)
@@ -367,13 +422,18 @@ def figure_hit_vs_rho(models: Sequence[ModelResults], rho_mark: float = RHO_MARK
         if i % cols == 0:
             ax.set_ylabel("hit rate (mean over layers)")
     axes[0].set_ylim(0, 1.02)
-    axes[0].legend(fontsize="small", loc="lower right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if marks:  # the marker's line is in every panel that has one
+        handles, labels = marks[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize="small")
     fig.suptitle("Expert-cache hit rate against cache size (layer level)")
+    for ax, at, avoid in marks:
+        _free_label(ax, f"ρ={rho_mark:g}: SCH {at:.3f}", _rho_spots(rho_mark, at), avoid)
     return fig
 
 
 def figure_layer_heatmap(models: Sequence[ModelResults]) -> Any:
-    """Per-layer SRP as a heatmap (layers x m), one panel per model, shared colour scale."""
+    """Per-layer SRP as a heatmap (layers x m >= 2), one panel per model, shared colour scale."""
     n = len(models)
     rows, cols = _grid(n)
     layers = max(int(r.info["num_layers"]) for r in models)
@@ -383,11 +443,12 @@ def figure_layer_heatmap(models: Sequence[ModelResults]) -> Any:
     im = None
     for ax, r in zip(axes, models, strict=True):
         v, _ = _srp_values(r.srp_layer)  # (M, L)
-        grid = v.T  # (L, M)
+        keep = [j for j, m in enumerate(r.ms) if m >= MIN_PLOT_M]
+        grid = v[keep].T  # (L, M), m >= 2
         im = ax.imshow(grid, aspect="auto", origin="lower", vmin=0.0, vmax=1.0, cmap="viridis")
         L, M = grid.shape
         ax.set_xticks(range(M))
-        ax.set_xticklabels([str(m) for m in r.ms])
+        ax.set_xticklabels([str(r.ms[j]) for j in keep])
         ids = r.info.get("layer_ids")
         ylabels = ids.split() if isinstance(ids, str) and len(ids.split()) == L else range(L)
         step = max(1, L // 16)
@@ -415,11 +476,25 @@ def figure_layer_heatmap(models: Sequence[ModelResults]) -> Any:
     return fig
 
 
-def figure_domains(models: Sequence[ModelResults]) -> Any | None:
-    """Per-domain bars: model-level SRP at m = sch_m and SCH at rho = 2, models side by side.
+DS_MEANING = (
+    "std / mean of each expert's activation ratio across domains, mean over experts: "
+    "0 = every expert is used alike in every domain"
+)
+DS_SYNTHETIC = (
+    "synthetic traces draw each domain's experts from its own random popularity ranking, "
+    "so an expert common in one domain is rare in another: about 0.7 at skew 1"
+)
 
-    Returns None when no model has domain labels.
+
+def figure_domains(models: Sequence[ModelResults]) -> Any | None:
+    """Per-domain bars: model-level SRP at m = sch_m and SCH at rho = 2, models side by side,
+    and each model's domain specialisation with what its value means.
+
+    One legend below the panels serves all of them. Returns None when no model has domain
+    labels.
     """
+    import textwrap
+
     with_dom = [r for r in models if r.srp_domain is not None]
     if not with_dom:
         return None
@@ -428,8 +503,8 @@ def figure_domains(models: Sequence[ModelResults]) -> Any | None:
         for d in r.srp_domain.domains:
             if str(d) not in domains:
                 domains.append(str(d))
-    fig = _new_figure(max(9.0, 0.9 * len(domains) * len(with_dom) + 3.0), 4.0)
-    ax1, ax2 = fig.subplots(1, 2, sharex=True)
+    fig = _new_figure(max(12.0, 0.9 * len(domains) * len(with_dom) + 6.0), 4.6)
+    ax1, ax2, ax3 = fig.subplots(1, 3, width_ratios=[1, 1, 0.75])
     width = 0.8 / len(with_dom)
     x = np.arange(len(domains))
     for i, r in enumerate(with_dom):
@@ -450,6 +525,12 @@ def figure_domains(models: Sequence[ModelResults]) -> Any | None:
         color = f"C{list(models).index(r) % 10}"  # the model's colour in every figure
         ax1.bar(x + off, srp, width, label=r.name, color=color)
         ax2.bar(x + off, sch, width, label=r.name, color=color)
+        ds = r.domain_specialization
+        ds = float("nan") if ds is None else float(ds)
+        ax3.bar([i], [ds], 0.7, label=r.name, color=color)
+        if math.isfinite(ds):
+            ax3.annotate(f"{ds:.3f}", (i, ds), xytext=(0, 2), textcoords="offset points",
+                         ha="center", va="bottom", fontsize="small")  # fmt: skip
     m = with_dom[0].sch_m
     for ax, what in (
         (ax1, f"SRP at m = {m} (model level)"),
@@ -467,7 +548,19 @@ def figure_domains(models: Sequence[ModelResults]) -> Any | None:
         ax.grid(True, axis="y", alpha=0.3)
     ax1.set_ylabel("SRP")
     ax2.set_ylabel("hit rate")
-    ax1.legend(fontsize="small")
+    top = max([r.domain_specialization or 0.0 for r in with_dom] + [0.0])
+    ax3.set_ylim(0, max(1.2, 1.6 * top))
+    ax3.set_xlim(-0.6, len(with_dom) - 0.4)
+    ax3.set_xticks([])
+    ax3.set_title(f"Domain specialisation (m = {m})")
+    ax3.set_ylabel("coefficient of variation across domains")
+    ax3.set_xlabel(textwrap.fill(DS_MEANING, 44), fontsize="small")
+    ax3.grid(True, axis="y", alpha=0.3)
+    if any(r.synthetic for r in with_dom):
+        ax3.text(0.03, 0.97, textwrap.fill(DS_SYNTHETIC, 40), transform=ax3.transAxes,
+                 ha="left", va="top", fontsize="x-small", color="#444444")  # fmt: skip
+    handles, labels = ax1.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize="small")
     fig.suptitle("Routing consistency per domain")
     return fig
 
@@ -638,8 +731,13 @@ def _figure_html(png: bytes, name: str, alt: str, caption: str) -> str:
 
 
 def report_rows(models: Sequence[ModelResults]) -> dict[str, list[dict[str, Any]]]:
-    """The numbers of the report as tidy rows (the same columns as ``lrc srp/curves``)."""
-    from .cli import _clean, curve_rows, srp_rows
+    """The numbers of the report as tidy rows: the results' ``to_pandas()`` frames with a
+    ``model`` column first (the rows of ``lrc srp/curves --json``; NaN as None)."""
+    import pyarrow as pa
+
+    def rows(name: str, frame: Any) -> list[dict[str, Any]]:
+        frame.insert(0, "model", name)
+        return pa.Table.from_pandas(frame, preserve_index=False).to_pylist()
 
     out: dict[str, list[dict[str, Any]]] = {
         "traces": [],
@@ -651,14 +749,14 @@ def report_rows(models: Sequence[ModelResults]) -> dict[str, list[dict[str, Any]
     }
     for r in models:
         out["traces"].append(dict(r.info))
-        out["srp"].extend(srp_rows(r.name, r.srp_model))
-        out["srp_layer"].extend(srp_rows(r.name, r.srp_layer))
+        out["srp"].extend(rows(r.name, r.srp_model.to_pandas()))
+        out["srp_layer"].extend(rows(r.name, r.srp_layer.to_pandas()))
         for pol in POLICY_ORDER:
-            out["curves"].extend(curve_rows(r.name, r.curves[pol], None))
+            out["curves"].extend(rows(r.name, r.curves[pol].to_pandas()))
         if r.srp_domain is not None:
-            out["srp_domain"].extend(srp_rows(r.name, r.srp_domain))
-            out["sch_domain"].extend(curve_rows(r.name, r.sch_domain, None))
-    return {k: [{c: _clean(v) for c, v in row.items()} for row in rows] for k, rows in out.items()}
+            out["srp_domain"].extend(rows(r.name, r.srp_domain.to_pandas()))
+            out["sch_domain"].extend(rows(r.name, r.sch_domain.to_pandas()))
+    return out
 
 
 def write_report(
@@ -726,7 +824,8 @@ def render(
             figure_srp_vs_m(models),
             "SRP against segment length m",
             "SRP of the best segment router against the segment length m, one line per model "
-            "(model level: one threshold for the whole model)."
+            "(model level: one threshold for the whole model). m = 1 is not drawn: a one-token "
+            "segment router keeps exactly the token's experts, so SRP at m = 1 is 1."
             + (f" Bands: {bootstrap}-resample bootstrap 95% intervals." if bootstrap else ""),
         ),
         (
@@ -741,7 +840,7 @@ def render(
             "layer_srp.png",
             figure_layer_heatmap(models),
             "per-layer SRP heatmap",
-            "SRP of every MoE layer (rows) at every segment length m (columns).",
+            "SRP of every MoE layer (rows) at every segment length m >= 2 (columns).",
         ),
     ]
     dom_fig = figure_domains(models)
@@ -752,7 +851,13 @@ def render(
                 dom_fig,
                 "per-domain SRP and SCH",
                 f"Per domain: model-level SRP at m = {models[0].sch_m} and layer-mean SCH "
-                f"at ρ = {RHO_MARK:g}.",
+                f"at ρ = {RHO_MARK:g}. Right: domain specialisation, the {DS_MEANING}; "
+                "it grows as experts specialise on domains."
+                + (
+                    f" Why synthetic traces score about 0.7: {DS_SYNTHETIC}."
+                    if any(r.synthetic for r in models)
+                    else ""
+                ),
             )
         )
     pngs = {}

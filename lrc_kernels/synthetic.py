@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ._messages import plain
 from ._trace import Trace, _validate_num_experts, id_dtype_for
 from .cpu._jit import jit, prange
 
@@ -270,7 +271,7 @@ def synthetic_trace(
 
 def _nonneg_int(v: Any, name: str) -> int:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {v!r}")
+        raise TypeError(f"{name} must be an integer, got {plain(v)!r}")
     if v < 0:
-        raise ValueError(f"{name} must be >= 0, got {v}")
+        raise ValueError(f"{name} must be >= 0, got {plain(v)}")
     return int(v)

@@ -163,12 +163,12 @@ def test_srp_json_subprocess_equals_api(traces):
         assert len(mine) == 2 * tr.num_layers
         for r in mine:
             mi = [2, 16].index(r["m"])
-            assert r["level"] == "layer" and r["expert"] is None and r["domain"] is None
+            assert r["level"] == "layer" and "expert" not in r and "domain" not in r
             assert r["srp"] == float(res.value[mi, r["layer"]])  # JSON floats round-trip
             assert r["threshold"] == int(res.threshold[mi, r["layer"]])
             assert r["ratio"] == float(res.ratio[mi, r["layer"]])
             assert r["windows"] == int(res.windows[mi])
-            assert r["ci_low"] is None and r["ci_high"] is None
+            assert "ci_low" not in r and "ci_high" not in r  # no bootstrap: no interval
             seen += 1
     assert seen == len(rows)
 
@@ -179,7 +179,8 @@ def test_srp_csv_expert_level_by_domain(capsys, traces):
     )
     assert rc == 0
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert list(rows[0]) == list(cli.SRP_COLUMNS)
+    cols = ["model", "level", "layer", "expert", "domain", "m", "srp", "threshold", "ratio"]
+    assert list(rows[0]) == [*cols, "windows"]
     res = lk.srp(traces["A"], [4], level="expert", by_domain=True)
     assert len(rows) == len(res.domains) * 3 * 16
     for r in rows:
@@ -201,7 +202,9 @@ def test_srp_parquet_with_bootstrap(capsys, traces, tmp_path):
     )  # fmt: skip
     assert rc == 0
     table = pq.read_table(out)
-    assert table.column_names == list(cli.SRP_COLUMNS)
+    assert table.column_names == [
+        "model", "level", "m", "srp", "threshold", "ratio", "ci_low", "ci_high", "windows",
+    ]  # fmt: skip
     rows = table.to_pylist()
     res = lk.srp(traces["A"], [4, 8], bootstrap=50, seed=7, confidence=0.9)
     assert [r["m"] for r in rows] == [4, 8]
@@ -209,8 +212,8 @@ def test_srp_parquet_with_bootstrap(capsys, traces, tmp_path):
         assert r["srp"] == float(res.value[i])
         assert r["ci_low"] == float(res.ci[0][i]) and r["ci_high"] == float(res.ci[1][i])
         assert r["ci_low"] <= r["ci_high"]
-    assert table.schema.field("layer").type == "string"  # all-null column
     assert table.schema.field("threshold").type == "int64"
+    assert str(table.schema.field("model").type) in ("string", "large_string")
 
 
 def test_srp_human_table(capsys, traces):
@@ -241,7 +244,10 @@ def test_sch_json_equals_api(capsys, traces):
     )
     assert rc == 0
     rows = json.loads(out)
-    assert list(rows[0]) == list(cli.SCH_COLUMNS)
+    assert list(rows[0]) == [
+        "model", "policy", "level", "layer", "domain", "m", "rho", "cache_size", "hit_rate",
+        "hits", "accesses", "sequences",
+    ]  # fmt: skip
     curves = lk.sch(traces["A"], [4, 16], by_domain=True)
     assert len(rows) == 2 * len(curves.domains) * 3 * 3
     for r in rows:
@@ -260,7 +266,7 @@ def test_sch_model_level_subprocess_csv(traces):
     proc = run_lrc("sch", traces["b"], "--level", "model", "--rho", "0.5", "2", "--csv")
     rows = list(csv.DictReader(io.StringIO(proc.stdout)))
     c = lk.sch(traces["B"], 16, level="model")
-    assert [r["layer"] for r in rows] == ["", ""]  # model level: no layer
+    assert "layer" not in rows[0]  # model level: no layer
     assert [int(r["cache_size"]) for r in rows] == [2, 8]  # rho * L * k, L = 2, k = 2
     np.testing.assert_allclose(
         [float(r["hit_rate"]) for r in rows], c.at([0.5, 2]), rtol=0, atol=1e-12
@@ -391,6 +397,45 @@ def test_usage_errors_exit_2(capsys, argv):
     assert "usage: lrc" in err and "Traceback" not in err
 
 
+PYTHON_WORDS = ("=True", "=False", "domains=[", "lrc_kernels.", "Trace(", "np.", "array(")
+
+
+@pytest.mark.parametrize("cmd", ["srp", "sch", "curves"])
+def test_by_domain_without_labels_names_the_convert_option(capsys, traces, cmd):
+    rc, out, err = run_main(capsys, cmd, traces["b"], "--by-domain")
+    assert rc == 1 and out == "" and err.count("\n") == 1
+    assert f"lrc {cmd} --by-domain: {traces['b']} has no domain labels" in err
+    assert "lrc convert" in err and "--domain LABEL" in err
+    assert not any(w in err for w in PYTHON_WORDS), err
+
+
+def test_api_advice_is_translated_for_the_command_line(tmp_path):
+    """The API's Python advice, reached past the CLI's own checks, reads as CLI advice."""
+    plain = lk.synthetic_trace(2, 8, 1, 4, 2, seed=1)
+    with pytest.raises(ValueError) as exc:
+        lk.srp(plain, 2, by_domain=True)
+    line = cli._error_line(exc.value)
+    assert "--by-domain needs domain labels" in line and "lrc convert" in line
+    assert not any(w in line for w in PYTHON_WORDS), line
+    d = tmp_path / "mixed"
+    d.mkdir()
+    w = np.full(plain.experts.shape, 0.5, np.float32)
+    lk.write_trace(d / "a.lrc.arrow", lk.Trace(plain.experts, plain.offsets, num_experts=4,
+                                               weights=w))  # fmt: skip
+    lk.write_trace(d / "b.lrc.arrow", plain)
+    with pytest.raises(ValueError) as exc:
+        lk.read_trace(d)
+    line = cli._error_line(exc.value)
+    assert "--no-weights" in line
+    assert not any(w in line for w in PYTHON_WORDS), line
+
+
+def test_cli_numbers_in_errors_are_plain(capsys, traces):
+    rc, _, err = run_main(capsys, "sch", traces["a"], "--rho", "0.75")
+    assert rc == 1 and "rho = 0.75 does not give a whole cache size (rho * 2 = 1.5)" in err
+    assert "np." not in err
+
+
 def test_internal_errors_say_so(capsys, traces, monkeypatch):
     def boom(*a, **k):
         raise KeyError("x")
@@ -422,13 +467,17 @@ def test_progress_only_for_a_terminal(monkeypatch, traces):
     assert cli._show_progress(ns) is False  # no tqdm: no bars, no crash
 
 
-def test_report_without_matplotlib_says_what_to_install(capsys, traces, monkeypatch, tmp_path):
+@pytest.mark.parametrize("missing", ["matplotlib", "pandas"])
+def test_report_without_its_extra_says_what_to_install(
+    capsys, traces, monkeypatch, tmp_path, missing
+):
     real = cli.importlib.util.find_spec
     monkeypatch.setattr(
-        cli.importlib.util, "find_spec", lambda n: None if n == "matplotlib" else real(n)
+        cli.importlib.util, "find_spec", lambda n: None if n == missing else real(n)
     )
     rc, _, err = run_main(capsys, "report", traces["a"], "--out", tmp_path / "r")
     assert rc == 1 and "lrc-kernels[report]" in err and err.count("\n") == 1
+    assert missing in err
 
 
 def test_progress_bar_counts_every_token_after_its_batch(traces, tmp_path):
@@ -571,6 +620,7 @@ def test_interrupted_trace_file(capsys, tmp_path):
     cut.write_bytes(data[: len(data) // 2])  # the writer died half way
     rc, _, err = run_main(capsys, "srp", cut)
     assert rc == 1 and err.count("\n") == 1 and "--allow-incomplete" in err
+    assert "allow_incomplete=True" not in err and "repair_trace" not in err  # CLI advice only
     rc, out, _ = run_main(capsys, "info", cut, "--allow-incomplete", "--json")
     (row,) = json.loads(out)
     n = row["sequences"]
@@ -641,3 +691,17 @@ def test_capture_command(capsys, tmp_path):
     rc, _, err = run_main(capsys, "capture", tmp_path / "nomodel", tmp_path / "web.txt",
                           "--out", out)  # fmt: skip
     assert rc == 1 and "not a local model directory" in err and err.count("\n") == 1
+
+
+def test_help_shows_every_default():
+    """Every option with a default says it in --help; capture's say it for None too."""
+    import argparse
+
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        for a in p._actions:
+            if not a.option_strings or a.help in (None, argparse.SUPPRESS):
+                continue
+            given = a.default not in (None, False) or (name == "capture" and not a.required)
+            if given and a.dest not in ("help", "quiet", "debug", "format"):
+                assert "default" in a.help, (name, a.option_strings, a.help)

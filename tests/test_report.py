@@ -91,7 +91,9 @@ def test_srp_vs_m_figure(models):
     assert [ln.get_label() for ln in lines] == ["hi", "lo"]
     for ln, r in zip(lines, models, strict=True):
         x, y = ln.get_data()
-        ok = np.asarray(r.srp_model.windows) > 0
+        # m = 1 (SRP 1 by definition) and m without windows are not drawn
+        ok = (np.asarray(r.srp_model.windows) > 0) & (np.asarray(r.ms) >= 2)
+        assert 1 not in x and ok.sum() < len(r.ms)
         np.testing.assert_array_equal(x, np.asarray(r.ms)[ok])
         np.testing.assert_array_equal(y, np.asarray(r.srp_model.value)[ok])
     # m = 64 exceeds model "lo"'s 48-token sequences: not plotted, and said in a note
@@ -121,8 +123,43 @@ def test_hit_vs_rho_figure_marks_rho_2(models):
         texts = [t.get_text() for t in ax.texts]
         assert any(t.startswith("ρ=2: SCH ") for t in texts)
         assert f"{r.hit_at('sch', 2):.3f}" in " ".join(texts)
+        assert ax.get_legend() is None  # the one legend is the figure's, below the panels
     _titled(axes[0])
     assert fig.get_suptitle()
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "SCH (m=16)", "Belady", "LRU", "LFU", "ρ = 2"
+    ]  # fmt: skip
+
+
+def _label_box(fig, ax):
+    from matplotlib.text import Text
+
+    renderer = fig.canvas.get_renderer()
+    fig.draw_without_rendering()
+    (label,) = [t for t in ax.texts if t.get_text().startswith("ρ=")]
+    return Text.get_window_extent(label, renderer), renderer
+
+
+@pytest.mark.parametrize("stay", [0.05, 0.5, 0.9, 0.99])
+def test_rho_2_label_crosses_no_curve(tmp_path, stay):
+    """Measured on the drawn figure: the label's box lies in its panel and no curve, nor the
+    marker, passes through it (curves of very different shapes)."""
+    tr = lk.synthetic_trace(6, 64, 2, 16, 2, stay=stay, seed=3)
+    p = tmp_path / "t.lrc.arrow"
+    lk.write_trace(p, tr)
+    models = report.compute_results(cli.open_sources([str(p), str(p)]), ms=[2, 4])
+    fig = report.figure_hit_vs_rho(models)
+    fig.savefig(tmp_path / "f.png")  # the layout of the saved picture
+    for ax in fig.axes:
+        box, renderer = _label_box(fig, ax)
+        frame = ax.get_window_extent(renderer)
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1
+        assert frame.y0 <= box.y0 and box.y1 <= frame.y1
+        for ln in ax.get_lines():
+            path = ln.get_transform().transform_path(ln.get_path())
+            assert not path.intersects_bbox(box, filled=False), ln.get_label()
+            assert not any(box.contains(x, y) for x, y in path.vertices), ln.get_label()
 
 
 def test_layer_heatmap_figure(models):
@@ -134,8 +171,9 @@ def test_layer_heatmap_figure(models):
         arr = np.ma.filled(ax.get_images()[0].get_array(), np.nan)
         want = np.asarray(r.srp_layer.value, dtype=float).T.copy()
         want[:, np.asarray(r.srp_layer.windows) == 0] = np.nan
-        np.testing.assert_array_equal(arr, want)
-        assert [t.get_text() for t in ax.get_xticklabels()] == [str(m) for m in r.ms]
+        keep = np.asarray(r.ms) >= 2  # m = 1 (SRP 1 by definition) is left out
+        np.testing.assert_array_equal(arr, want[:, keep])
+        assert [t.get_text() for t in ax.get_xticklabels()] == [str(m) for m in r.ms if m >= 2]
     # model "lo" has layer ids: they label its rows
     assert [t.get_text() for t in panels[1].get_yticklabels()] == ["1", "3"]
     assert any(ax.get_ylabel() == "SRP" for ax in fig.axes)  # the colour bar
@@ -143,7 +181,7 @@ def test_layer_heatmap_figure(models):
 
 def test_domain_figure(models, files):
     fig = report.figure_domains(models)
-    ax1, ax2 = fig.axes
+    ax1, ax2, ax3 = fig.axes
     for ax in (ax1, ax2):
         _titled(ax)
         assert ax.get_title()
@@ -152,7 +190,27 @@ def test_domain_figure(models, files):
     np.testing.assert_array_equal(heights, lk.srp(files["A"], 16, by_domain=True).value)
     sch = lk.sch(files["A"], 16, by_domain=True).at(2).mean(axis=-1)
     np.testing.assert_allclose([p.get_height() for p in ax2.patches], sch, rtol=0, atol=1e-12)
+    # domain specialisation: the value, and what it means, in the figure itself
+    (bar,) = ax3.patches
+    assert bar.get_height() == lk.domain_specialization(files["A"], 16)[0]
+    assert "Domain specialisation" in ax3.get_title()
+    assert "0 = every expert is used alike in every domain" in ax3.get_xlabel().replace("\n", " ")
+    assert not ax3.texts[1:]  # the value on the bar, no synthetic note: "hi" has own meta
+    assert ax1.get_legend() is None and len(fig.legends) == 1  # one legend for all panels
     assert report.figure_domains(models[1:]) is None  # no labels, no figure
+
+
+def test_domain_figure_says_why_synthetic_traces_score_about_0_7(tmp_path):
+    tr = lk.synthetic_trace(8, 64, 2, 16, 2, stay=0.5, seed=3, domains=["a", "b"])
+    p = tmp_path / "syn.lrc.arrow"
+    lk.write_trace(p, tr)  # keeps the generator's metadata
+    (r,) = report.compute_results(cli.open_sources([str(p)]), ms=[2, 4], sch_m=4)
+    assert r.synthetic
+    fig = report.figure_domains([r])
+    note = " ".join(t.get_text().replace("\n", " ") for t in fig.axes[2].texts)
+    assert "own random popularity ranking" in note and "about 0.7" in note
+    page = report.render([r], tmp_path / "out").read_text()
+    assert "Why synthetic traces score about 0.7" in page
 
 
 def _png_pixels(data: bytes) -> np.ndarray:
@@ -195,6 +253,14 @@ def test_write_report_files(models, files, tmp_path):
     rows = json.loads((out / "report.json").read_text())
     assert set(rows) == {"traces", "srp", "srp_layer", "curves", "srp_domain", "sch_domain"}
     assert [r["srp"] for r in rows["srp"] if r["model"] == "hi"] == [float(v) for v in ref.value]
+    # the rows are the results' to_pandas() frames with the model in front
+    lru = hi.curves["lru"].to_pandas()
+    lru.insert(0, "model", "hi")
+    got = [r for r in rows["curves"] if r["model"] == "hi" and r["policy"] == "lru"]
+    assert got == lru.to_dict(orient="records")
+    dom = hi.srp_domain.to_pandas()
+    dom.insert(0, "model", "hi")
+    assert rows["srp_domain"] == dom.to_dict(orient="records")
     assert len(rows["curves"]) == 4 * (3 * 16 + 2 * 12)
 
 

@@ -292,3 +292,46 @@ def test_absurd_expert_counts_are_refused_before_allocating():
         lk.sch(x, 2, num_experts=1 << 25)
     with pytest.raises(ValueError, match="beyond the stack engine's limit"):
         lk.hit_curve(np.stack([x[:, 0]] * 3, axis=1), "lru", level="model", num_experts=1 << 23)
+
+
+def _message(call):
+    with pytest.raises((TypeError, ValueError)) as exc:
+        call()
+    return str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "call, plain",
+    [
+        (lambda c, t: c.at(np.float64(0.75)), "rho = 0.75 does not give a whole cache size "
+         "(rho * 2 = 1.5)"),
+        (lambda c, t: c.at(np.array([0.5, 1.25])), "rho = 1.25 does not"),
+        (lambda c, t: c.at([1, np.float64(2.5)]), "rho = 2.5 is outside (0, 2]"),
+        (lambda c, t: c.at(np.array([np.inf])), "rho must be a finite number, got inf"),
+        (lambda c, t: lk.srp(t, np.float64(2.5)), "m must be an integer, got 2.5"),
+        (lambda c, t: lk.srp(t, np.float64(2.0)), "got the float 2.0; use int(2.0)"),
+        (lambda c, t: lk.srp(t, [np.int64(0)]), "m must be >= 1, got 0"),
+        (lambda c, t: lk.srp(t, 2, confidence=np.float64(1.79)), "and 1, got 1.79"),
+        (lambda c, t: lk.srp(t, 2, bootstrap=np.int64(-2)), "bootstrap must be >= 0, got -2"),
+        (lambda c, t: trace(num_experts=np.float64(4.0)), "positive integer, got 4.0"),
+        (lambda c, t: t.split(np.float64(2.5)), "positive integer, got 2.5"),
+        (lambda c, t: t.select(layers=np.array([3])), "layers [3] out of range"),
+        (lambda c, t: lk.synthetic_trace(np.float64(2), 8, 1, 4, 2), "integer, got 2.0"),
+    ],
+)  # fmt: skip
+def test_errors_print_plain_numbers(call, plain):
+    """NumPy values in a message print as numbers, never np.float64(...) or array(...)."""
+    t = trace()
+    msg = _message(lambda: call(lk.sch(t, 2), t))
+    assert plain in msg
+    assert "np." not in msg and "array(" not in msg and "int64" not in msg
+
+
+def test_overflowing_gate_weight_prints_a_plain_number(tmp_path):
+    weights = np.full(GOOD.shape, 0.5, np.float32)
+    weights[1, 0, 0] = 70000.0  # beyond float16
+    t = trace(weights=weights)
+    opts = dict(num_experts=4, top_k=2, num_layers=1, weights_dtype="float16")
+    with lk.TraceWriter(tmp_path / "w.lrc.arrow", **opts) as w:
+        msg = _message(lambda: w.write(t))
+    assert "gate weight 70000.0 at token 1, layer 0, slot 0" in msg and "np." not in msg

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .._messages import plain
 from .._trace import Trace, _check_int_array, _check_layout, _locate, id_dtype_for
 
 __all__ = [
@@ -151,7 +152,9 @@ def _seq_arrays(
 ) -> tuple[np.ndarray, Any, Any]:
     off = np.asarray(offsets, dtype=np.int64)
     if off.ndim != 1 or off.size < 1 or off[0] != 0 or off[-1] != n_rows:
-        raise ValueError(f"offsets must be S+1 sequence boundaries from 0 to {n_rows}, got {off!r}")
+        raise ValueError(
+            f"offsets must be S+1 sequence boundaries from 0 to {n_rows}, got {plain(off)!r}"
+        )
     if off.size > 1 and np.diff(off).min() < 0:
         raise ValueError("offsets must be non-decreasing")
     S = off.size - 1
@@ -185,7 +188,9 @@ def window_hist_table(
     E = int(num_experts)
     ms_list = [int(m) for m in ms]
     if not ms_list or min(ms_list) < 1:
-        raise ValueError(f"segment lengths ms must be a non-empty list of integers >= 1: {ms!r}")
+        raise ValueError(
+            f"segment lengths ms must be a non-empty list of integers >= 1: {plain(ms)!r}"
+        )
     n_rows, L, k = _shape3(experts)
     _, off_d, group_d = _seq_arrays(offsets, group, n_rows, n_groups, xp)
     x = _as_ids(experts, E, xp, launch)
@@ -253,7 +258,7 @@ def stack_stats_table(
         raise ValueError(f"unknown policy {policy!r}; choose one of {sorted(POLICY_CODES)}")
     if policy == "sch":
         if m is None or isinstance(m, bool) or int(m) != m:
-            raise ValueError(f"policy 'sch' needs an integer future window m, got {m!r}")
+            raise ValueError(f"policy 'sch' needs an integer future window m, got {plain(m)!r}")
         m_arg = min(int(m), _INT32_MAX)
     else:
         m_arg = 0
