@@ -755,7 +755,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="cut sequences into pieces of T tokens (the paper uses 512)",
     )
     p.add_argument("--model", default=None, help="model name to store in the metadata")
-    p.add_argument("--domain", default=None, help="domain label for every sequence of numpy inputs")
+    p.add_argument(
+        "--domain",
+        default=None,
+        help="domain label for every sequence of numpy inputs and of unlabelled trace files",
+    )
     p.add_argument("--no-weights", action="store_true", help="do not store gate weights")
     p.add_argument(
         "--unwrap-int8",
@@ -1191,6 +1195,22 @@ def _load_input(path: Path, args: argparse.Namespace) -> tuple[Any, Any]:
         raise CLIError(
             f"{path}: --num-experts {args.num_experts} but the trace file says "
             f"num_experts = {tr.num_experts}"
+        )
+    if args.domain is not None:
+        if tr.domains is not None:
+            raise CLIError(
+                f"{path}: the trace file already labels its sequences with domains; "
+                "--domain would overwrite them (drop --domain)"
+            )
+        from ._trace import Trace
+
+        tr = Trace(
+            tr.experts,
+            tr.offsets,
+            num_experts=tr.num_experts,
+            domains=[args.domain] * tr.num_sequences,
+            weights=tr.weights,
+            meta=tr.meta,
         )
     return tr, tok
 

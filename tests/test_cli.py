@@ -566,6 +566,19 @@ def test_convert_npz_split_and_back(capsys, tmp_path):
     np.testing.assert_array_equal(m.experts, np.concatenate([ids, ids]))
 
 
+def test_convert_labels_an_unlabelled_trace_file(capsys, traces, tmp_path):
+    out = tmp_path / "labelled.lrc.arrow"
+    rc, _, err = run_main(capsys, "convert", traces["b"], "--out", out, "--domain", "chat", "-q")
+    assert rc == 0, err
+    got, src = lk.read_trace(out), traces["B"]
+    assert list(got.domains) == ["chat"] * src.num_sequences
+    np.testing.assert_array_equal(got.experts, src.experts)
+    np.testing.assert_array_equal(got.offsets, src.offsets)
+    # a labelled file is never relabelled silently
+    rc, _, err = run_main(capsys, "convert", traces["a"], "--out", out, "--domain", "chat")
+    assert rc == 1 and "already labels its sequences" in err
+
+
 def test_convert_errors(capsys, tmp_path):
     out = tmp_path / "o.lrc.arrow"
 
