@@ -2,9 +2,13 @@
 
 For every family the captured ids are compared with what the experts really received,
 observed independently of the capture code: the index argument of the experts module
-(transformers >= 5 passes it positionally as argument 1), or the router's dispatch output
+(transformers >= 5 passes it positionally as argument 1), the router's dispatch output
 where the experts take no index (Llama 4 scores, JetMoE's sorted dispatch, Switch/NLLB
-capacity masks).
+capacity masks), or, in transformers 4.x, the tokens each expert of a ``ModuleList``
+receives (matched to the block's input rows).
+
+The tests run under whichever transformers is installed; families that version lacks skip
+with the reason. ``.ci/capture-oldest.sh`` runs them against the oldest supported one.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+transformers = pytest.importorskip("transformers")
 os.environ["HF_HUB_OFFLINE"] = "1"
+TF_VERSION = transformers.__version__
+TF_MAJOR = int(TF_VERSION.split(".")[0])
 
-from lrc_kernels._capture import _recorder, _sites  # noqa: E402
+from lrc_kernels._capture import _recorder, _sites, _steps  # noqa: E402
 from lrc_kernels._capture._tiny import SEQ2SEQ_FAMILIES, TINY_FAMILIES, tiny_model  # noqa: E402
 from lrc_kernels.torch import capture, capture_model, find_moe_layers  # noqa: E402
 
@@ -68,6 +74,19 @@ EXPERTS_ARG = {
     "dbrx",
 }
 assert set(EXPECTED_PATHS) == set(TINY_FAMILIES)
+if TF_MAJOR < 5:  # transformers 4.x module names
+    EXPECTED_PATHS["mixtral"] = [
+        "model.layers.0.block_sparse_moe",
+        "model.layers.1.block_sparse_moe",
+    ]
+    EXPECTED_PATHS["phimoe"] = [
+        "model.layers.0.block_sparse_moe",
+        "model.layers.1.block_sparse_moe",
+    ]
+# transformers 4.x: the experts module of these takes the indices as argument 3
+EXPERTS_ARG_4X = {"dbrx": 3}
+# transformers 4.x: the router returns JetMoE's 5-tuple
+ROUTER_5TUPLE = {"jetmoe"} | ({"granitemoe"} if TF_MAJOR < 5 else set())
 
 # Small capacities so that Switch/NLLB really drop tokens in the tests.
 OVERRIDES = {
@@ -79,9 +98,25 @@ _MODELS: dict[str, object] = {}
 
 
 def get_model(family):
-    """Each tiny model is built once per test session (a few ms each after the first)."""
+    """Each tiny model is built once per test session (a few ms each after the first).
+
+    Skips when the installed transformers has no such family, or cannot run it here.
+    """
     if family not in _MODELS:
-        m = tiny_model(family, **OVERRIDES.get(family, {}))
+        try:
+            m = tiny_model(family, **OVERRIDES.get(family, {}))
+        except (ValueError, KeyError) as exc:
+            if family in str(exc) or "Unrecognized" in str(exc):
+                pytest.skip(f"transformers {TF_VERSION} has no {family!r} models")
+            raise
+        if TF_MAJOR < 5 and family == "phimoe":
+            pytest.skip("transformers 4.x PhiMoE routes with sparsemixer, not reproduced")
+        if family == "jamba":
+            try:
+                with torch.no_grad():
+                    m(input_ids=torch.tensor([[5, 6]]))
+            except ValueError as exc:  # 4.x: the mamba mixer needs its CUDA kernels
+                pytest.skip(f"transformers {TF_VERSION} Jamba cannot run on a CPU: {exc}")
         if family == "deepseek_v3":
             # a real correction bias: the grouped, biased choice differs from topk(logits)
             g = torch.Generator().manual_seed(1)
@@ -103,17 +138,54 @@ class Truth:
         self.calls = {p: [] for p in paths}
         for p in paths:
             block = model.get_submodule(p)
-            if family in EXPERTS_ARG:
-                self.handles.append(block.experts.register_forward_pre_hook(self._experts(p)))
+            experts = getattr(block, "experts", None)
+            if TF_MAJOR >= 5 and family in EXPERTS_ARG:
+                h = block.experts.register_forward_pre_hook(self._experts(p, 1))
+                self.handles.append(h)
+            elif TF_MAJOR < 5 and family in EXPERTS_ARG_4X:
+                h = block.experts.register_forward_pre_hook(
+                    self._experts(p, EXPERTS_ARG_4X[family])
+                )
+                self.handles.append(h)
+            elif isinstance(experts, torch.nn.ModuleList):
+                self._members(p, block)
             else:
                 self.handles.append(block.router.register_forward_hook(self._router(p)))
 
-    def _experts(self, p):
+    def _experts(self, p, pos):
         def hook(mod, args):
-            idx = args[1]
+            idx = args[pos]
             self.calls[p].append(("exact", idx.detach().clone(), None))
 
         return hook
+
+    def _members(self, p, block):
+        """transformers 4.x loop over a ModuleList: which tokens each expert receives."""
+        state = {}
+        gate = block._modules.get("gate") or block._modules.get("router")
+
+        def pre_block(mod, args, kwargs):
+            h = (args[0] if args else kwargs["hidden_states"]).detach()
+            state["h"] = h.reshape(-1, h.shape[-1])
+            sel = torch.zeros(state["h"].shape[0], len(block.experts), dtype=torch.bool)
+            self.calls[p].append(("set", sel, None))
+
+        def on_gate(mod, args, out):
+            kind, sel, _ = self.calls[p][-1]
+            self.calls[p][-1] = (kind, sel, out.detach().reshape(sel.shape).clone())
+
+        def on_expert(e):
+            def hook(mod, args):
+                x = args[0].detach().reshape(-1, state["h"].shape[-1])
+                hit = (x[:, None, :] == state["h"][None, :, :]).all(-1).any(0)
+                self.calls[p][-1][1][:, e] |= hit
+
+            return hook
+
+        self.handles.append(block.register_forward_pre_hook(pre_block, with_kwargs=True))
+        self.handles.append(gate.register_forward_hook(on_gate))
+        for e, ex in enumerate(block.experts):
+            self.handles.append(ex.register_forward_pre_hook(on_expert(e)))
 
     def _router(self, p):
         fam = self.family
@@ -122,7 +194,7 @@ class Truth:
             if fam == "llama4_text":
                 scores = out[0].detach()
                 self.calls[p].append(("set", scores > 0, scores.clone()))
-            elif fam == "jetmoe":
+            elif fam in ROUTER_5TUPLE:
                 index_sorted, _, _, expert_size, logits = out
                 T, k = logits.shape[0], index_sorted.numel() // logits.shape[0]
                 sorted_exp = torch.repeat_interleave(
@@ -136,7 +208,8 @@ class Truth:
                 logits = out[2].detach().reshape(-1, out[2].shape[-1])
                 self.calls[p].append(("switch", dispatch.clone(), logits.clone()))
             elif fam == "nllb-moe":
-                self.calls[p].append(("nllb", out[0].detach().clone(), out[1].detach().clone()))
+                top1 = out[0].detach().reshape(-1, out[1].shape[-1])
+                self.calls[p].append(("nllb", top1.clone(), out[1].detach().clone()))
 
         return hook
 

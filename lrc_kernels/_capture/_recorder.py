@@ -378,7 +378,7 @@ class Recorder:
             if g.current is None:
                 return
             with torch.no_grad():
-                idx, w = read_router_output(site, mod, out)
+                idx, w = read_router_output(site, mod, out, args)
                 self._store(g, i, idx, w)
 
         return hook
