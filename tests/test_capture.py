@@ -83,8 +83,8 @@ if TF_MAJOR < 5:  # transformers 4.x module names
         "model.layers.0.block_sparse_moe",
         "model.layers.1.block_sparse_moe",
     ]
-# transformers 4.x: the experts module of these takes the indices as argument 3
-EXPERTS_ARG_4X = {"dbrx": 3}
+# transformers 4.x: where the experts module of these receives the indices
+EXPERTS_ARG_4X = {"dbrx": 3, "gpt_oss": "router_indices"}
 # transformers 4.x: the router returns JetMoE's 5-tuple
 ROUTER_5TUPLE = {"jetmoe"} | ({"granitemoe"} if TF_MAJOR < 5 else set())
 
@@ -144,7 +144,7 @@ class Truth:
                 self.handles.append(h)
             elif TF_MAJOR < 5 and family in EXPERTS_ARG_4X:
                 h = block.experts.register_forward_pre_hook(
-                    self._experts(p, EXPERTS_ARG_4X[family])
+                    self._experts(p, EXPERTS_ARG_4X[family]), with_kwargs=True
                 )
                 self.handles.append(h)
             elif isinstance(experts, torch.nn.ModuleList):
@@ -153,8 +153,8 @@ class Truth:
                 self.handles.append(block.router.register_forward_hook(self._router(p)))
 
     def _experts(self, p, pos):
-        def hook(mod, args):
-            idx = args[pos]
+        def hook(mod, args, kwargs=None):
+            idx = args[pos] if isinstance(pos, int) else kwargs[pos]
             self.calls[p].append(("exact", idx.detach().clone(), None))
 
         return hook
@@ -171,8 +171,9 @@ class Truth:
             self.calls[p].append(("set", sel, None))
 
         def on_gate(mod, args, out):
-            kind, sel, _ = self.calls[p][-1]
-            self.calls[p][-1] = (kind, sel, out.detach().reshape(sel.shape).clone())
+            if isinstance(out, torch.Tensor):  # plain logits: the slot order is checked too
+                kind, sel, _ = self.calls[p][-1]
+                self.calls[p][-1] = (kind, sel, out.detach().reshape(sel.shape).clone())
 
         def on_expert(e):
             def hook(mod, args):
@@ -227,8 +228,9 @@ def check_layer(kind, got, a, b):
         assert (sel.sum(1) == got.shape[1]).all()
         for t in range(got.shape[0]):
             assert set(got[t]) == set(np.flatnonzero(sel[t]))
-            sc = b.numpy()[t, got[t]]
-            assert (np.diff(sc) <= 0).all(), "slots must be in descending score order"
+            if b is not None:
+                sc = b.numpy()[t, got[t]]
+                assert (np.diff(sc) <= 0).all(), "slots must be in descending score order"
     elif kind == "switch":
         dispatch, logits = a.numpy(), b.numpy()
         kept = dispatch.sum(1) > 0
@@ -719,6 +721,15 @@ def test_reader_rules_by_shape_not_position():
     got_i, got_w = _sites.find_index_args((hidden,), {"routing_weights": w, "router_indices": idx})
     assert got_i is idx and got_w is w
     assert _sites.find_index_args((hidden,), {}) == (None, None)
+    # dense (T, E) scores (GPT-OSS in transformers 4.x): gathered at the indices; hidden
+    # states of the same shape come first and are not taken for them
+    dense = torch.tensor([[0.1, 0.6, 0.3], [0.2, 0.1, 0.7]])
+    hid3, idx3 = torch.ones(2, 3), torch.tensor([[1, 2], [2, 0]])
+    got_i, got_w = _sites.find_index_args(
+        (hid3,), {"router_indices": idx3, "routing_weights": dense}, num_experts=3
+    )
+    assert got_i is idx3
+    np.testing.assert_array_equal(got_w.numpy(), [[0.6, 0.3], [0.7, 0.2]])
 
 
 # ------------------------------------------------------------------- files / CLI

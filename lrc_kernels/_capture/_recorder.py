@@ -365,7 +365,7 @@ class Recorder:
         def hook(mod: nn.Module, args: tuple, kwargs: dict) -> None:
             if g.current is None:
                 return
-            idx, w = find_index_args(args, kwargs)
+            idx, w = find_index_args(args, kwargs, g.sites[i].num_experts)
             with torch.no_grad():
                 self._store(g, i, idx, w)
 

@@ -271,8 +271,14 @@ def _is_int(t: torch.Tensor) -> bool:
     return not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
 
 
-def find_index_args(args: tuple, kwargs: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The ``(T, k)`` integer index tensor and its same-shape float weights in a call."""
+def find_index_args(
+    args: tuple, kwargs: dict, num_experts: int | None = None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The ``(T, k)`` integer index tensor and its ``(T, k)`` float weights in a call.
+
+    Weights given densely as ``(T, num_experts)`` scores (GPT-OSS in transformers 4.x)
+    are gathered at the indices.
+    """
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
     tensors += [v for v in kwargs.values() if isinstance(v, torch.Tensor)]
     pos = next((i for i, t in enumerate(tensors) if t.ndim == 2 and _is_int(t)), None)
@@ -284,6 +290,11 @@ def find_index_args(args: tuple, kwargs: dict) -> tuple[torch.Tensor | None, tor
     # tensors first: hidden states of width k are never mistaken for weights
     order = tensors[pos + 1 :] + tensors[:pos][::-1]
     w = next((t for t in order if t.is_floating_point() and t.shape == idx.shape), None)
+    if w is None and num_experts is not None:
+        dense = (idx.shape[0], num_experts)
+        d = next((t for t in order if t.is_floating_point() and tuple(t.shape) == dense), None)
+        if d is not None:
+            w = d.gather(1, idx.long())
     return idx, w
 
 
