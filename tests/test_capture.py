@@ -729,7 +729,7 @@ def test_reader_rules_by_shape_not_position():
         (hid3,), {"router_indices": idx3, "routing_weights": dense}, num_experts=3
     )
     assert got_i is idx3
-    np.testing.assert_array_equal(got_w.numpy(), [[0.6, 0.3], [0.7, 0.2]])
+    np.testing.assert_array_equal(got_w.numpy(), np.float32([[0.6, 0.3], [0.7, 0.2]]))
 
 
 # ------------------------------------------------------------------- files / CLI
