@@ -712,6 +712,17 @@ def test_no_host_sync_inside_recorded_forward(monkeypatch, family):
     assert cap.stats["transfers"] == 0  # CPU model: the buffer already is host memory
 
 
+def test_no_host_sync_with_a_static_cache(monkeypatch):
+    # a static cache's length is a device tensor: it must be read on the worker thread
+    m = get_model("mixtral")
+    ids = torch.randint(3, 128, (1, 5), generator=torch.Generator().manual_seed(4))
+    with capture(m) as cap:
+        _SyncGuard(monkeypatch)
+        _static_or_skip(m, ids, None, 3)
+        monkeypatch.undo()
+    assert list(cap.trace().lengths) == [7]
+
+
 def test_reader_rules_by_shape_not_position():
     idx = torch.tensor([[1, 2], [3, 0]])
     w = torch.tensor([[0.6, 0.4], [0.7, 0.3]])
