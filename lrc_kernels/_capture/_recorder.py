@@ -466,9 +466,9 @@ class Recorder:
         self._place(g, sink, step, cont)
         for b in range(B):
             if mask is None:
-                sink.open_ids[b].append(np.ascontiguousarray(ids[b]))
+                sink.open_ids[b].append(ids[b].copy())  # never a view of a pooled buffer
                 if warr is not None:
-                    sink.open_w[b].append(np.ascontiguousarray(warr[b]))
+                    sink.open_w[b].append(warr[b].copy())
             else:
                 m = mask[b]
                 sink.open_ids[b].append(ids[b][m])
