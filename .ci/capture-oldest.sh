@@ -25,5 +25,5 @@ fi
 "$VENV/bin/python" -c "import transformers, torch; print('transformers', transformers.__version__, 'torch', torch.__version__)"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider -rs tests/test_capture.py
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider -rs tests/test_capture.py tests/test_capture_generate.py
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_docs.py -k capture
