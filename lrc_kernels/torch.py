@@ -58,7 +58,9 @@ class Capture:
     *sequence* is one batch row: padding (attention mask 0) is dropped, and a
     ``generate()`` decode step (a KV-cache continuation) extends the rows of the previous
     step instead of starting new ones. Encoder-decoder models have two layer groups,
-    ``"encoder"`` and ``"decoder"``, recorded as separate traces.
+    ``"encoder"`` and ``"decoder"``, recorded as separate traces. A forward that cannot be
+    placed in the open sequences (a decode step whose cache does not match them) raises
+    ``RuntimeError`` naming the model class and the step; see ``docs/capture.md``.
 
     Attributes
     ----------
@@ -300,7 +302,7 @@ def capture(
     Parameters
     ----------
     model : torch.nn.Module
-        A Hugging Face transformers MoE model (4.x or 5.x layout), on any device.
+        A Hugging Face transformers MoE model (transformers >= 4.45, < 6), on any device.
     out : path, or mapping of group name to path, optional
         Write an Arrow trace file (``lrc_kernels.io`` format) in the background. For an
         encoder-decoder model a single path becomes ``name.encoder.ext`` and

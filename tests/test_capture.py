@@ -1,226 +1,29 @@
-"""lrc_kernels.torch.capture on tiny random Hugging Face MoE models (CPU, no download).
+"""lrc_kernels.torch.capture on tiny random Hugging Face MoE models (CPU, no download):
+discovery, batch forwards, errors, no host sync, files and the CLI helper.
 
-For every family the captured ids are compared with what the experts really received,
-observed independently of the capture code: the index argument of the experts module
-(transformers >= 5 passes it positionally as argument 1), or the router's dispatch output
-where the experts take no index (Llama 4 scores, JetMoE's sorted dispatch, Switch/NLLB
-capacity masks).
+The ground truth each capture is compared with is observed independently of the capture
+code (``capture_truth.py``). The tests run under whichever transformers is installed;
+families that version lacks skip with the reason. ``.ci/capture-oldest.sh`` runs them
+against the oldest supported one. ``test_capture_generate.py`` covers ``generate()``.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import threading
-from pathlib import Path
-
 import numpy as np
 import pytest
+from capture_truth import (
+    EXPECTED_PATHS,
+    SyncGuard,
+    Truth,
+    compare,
+    get_model,
+    prompt,
+    torch,
+)
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-os.environ["HF_HUB_OFFLINE"] = "1"
-
-from lrc_kernels._capture import _recorder, _sites  # noqa: E402
-from lrc_kernels._capture._tiny import SEQ2SEQ_FAMILIES, TINY_FAMILIES, tiny_model  # noqa: E402
-from lrc_kernels.torch import capture, capture_model, find_moe_layers  # noqa: E402
-
-PKG_DIR = str(Path(_recorder.__file__).resolve().parents[1])
-
-# Where each family's MoE blocks live (checked independently of the discovery code).
-EXPECTED_PATHS = {
-    "mixtral": ["model.layers.0.mlp", "model.layers.1.mlp"],
-    "qwen2_moe": ["model.layers.0.mlp", "model.layers.1.mlp"],
-    "qwen3_moe": ["model.layers.0.mlp", "model.layers.1.mlp"],
-    "olmoe": ["model.layers.0.mlp", "model.layers.1.mlp"],
-    "deepseek_v3": ["model.layers.0.mlp", "model.layers.1.mlp"],
-    "phimoe": ["model.layers.0.mlp", "model.layers.1.mlp"],
-    "granitemoe": ["model.layers.0.block_sparse_moe", "model.layers.1.block_sparse_moe"],
-    "jamba": ["model.layers.1.feed_forward", "model.layers.3.feed_forward"],
-    "gpt_oss": ["model.layers.0.mlp", "model.layers.1.mlp"],
-    "llama4_text": ["model.layers.0.feed_forward", "model.layers.1.feed_forward"],
-    "dbrx": ["transformer.blocks.0.ffn", "transformer.blocks.1.ffn"],
-    "jetmoe": ["model.layers.0.mlp", "model.layers.1.mlp"],
-    "switch_transformers": [
-        "encoder.block.1.layer.1.mlp",
-        "encoder.block.3.layer.1.mlp",
-        "decoder.block.1.layer.2.mlp",
-        "decoder.block.3.layer.2.mlp",
-    ],
-    "nllb-moe": [
-        "model.encoder.layers.0.ffn",
-        "model.encoder.layers.1.ffn",
-        "model.decoder.layers.0.ffn",
-        "model.decoder.layers.1.ffn",
-    ],
-}
-# Families whose index tensor is argument 1 of the experts module.
-EXPERTS_ARG = {
-    "mixtral",
-    "qwen2_moe",
-    "qwen3_moe",
-    "olmoe",
-    "deepseek_v3",
-    "phimoe",
-    "granitemoe",
-    "jamba",
-    "gpt_oss",
-    "dbrx",
-}
-assert set(EXPECTED_PATHS) == set(TINY_FAMILIES)
-
-# Small capacities so that Switch/NLLB really drop tokens in the tests.
-OVERRIDES = {
-    "switch_transformers": {"expert_capacity": 2},
-    "nllb-moe": {"expert_capacity": 2, "moe_eval_capacity_token_fraction": 0.1},
-}
-
-_MODELS: dict[str, object] = {}
-
-
-def get_model(family):
-    """Each tiny model is built once per test session (a few ms each after the first)."""
-    if family not in _MODELS:
-        m = tiny_model(family, **OVERRIDES.get(family, {}))
-        if family == "deepseek_v3":
-            # a real correction bias: the grouped, biased choice differs from topk(logits)
-            g = torch.Generator().manual_seed(1)
-            for site in find_moe_layers(m):
-                b = site.router.e_score_correction_bias
-                b.copy_(torch.randn(b.shape, generator=g) * 2.0)
-        _MODELS[family] = m
-    return _MODELS[family]
-
-
-# ------------------------------------------------------------------ ground truth
-class Truth:
-    """Per MoE block, per call: what the experts received (independent observation)."""
-
-    def __init__(self, model, family):
-        self.family = family
-        self.handles = []
-        paths = EXPECTED_PATHS[family]
-        self.calls = {p: [] for p in paths}
-        for p in paths:
-            block = model.get_submodule(p)
-            if family in EXPERTS_ARG:
-                self.handles.append(block.experts.register_forward_pre_hook(self._experts(p)))
-            else:
-                self.handles.append(block.router.register_forward_hook(self._router(p)))
-
-    def _experts(self, p):
-        def hook(mod, args):
-            idx = args[1]
-            self.calls[p].append(("exact", idx.detach().clone(), None))
-
-        return hook
-
-    def _router(self, p):
-        fam = self.family
-
-        def hook(mod, args, out):
-            if fam == "llama4_text":
-                scores = out[0].detach()
-                self.calls[p].append(("set", scores > 0, scores.clone()))
-            elif fam == "jetmoe":
-                index_sorted, _, _, expert_size, logits = out
-                T, k = logits.shape[0], index_sorted.numel() // logits.shape[0]
-                sorted_exp = torch.repeat_interleave(
-                    torch.arange(len(expert_size)), torch.tensor(expert_size)
-                )
-                flat = torch.empty(T * k, dtype=torch.long)
-                flat[index_sorted] = sorted_exp
-                self.calls[p].append(("exact", flat.view(T, k), None))
-            elif fam == "switch_transformers":
-                dispatch = out[0].detach().reshape(-1, out[0].shape[-1])
-                logits = out[2].detach().reshape(-1, out[2].shape[-1])
-                self.calls[p].append(("switch", dispatch.clone(), logits.clone()))
-            elif fam == "nllb-moe":
-                self.calls[p].append(("nllb", out[0].detach().clone(), out[1].detach().clone()))
-
-        return hook
-
-    def remove(self):
-        for h in self.handles:
-            h.remove()
-
-
-def check_layer(kind, got, a, b):
-    """Compare captured ids ``got`` (T, k) with one observed call."""
-    if kind == "exact":
-        np.testing.assert_array_equal(got, a.numpy())
-    elif kind == "set":
-        sel = a.numpy()
-        assert (sel.sum(1) == got.shape[1]).all()
-        for t in range(got.shape[0]):
-            assert set(got[t]) == set(np.flatnonzero(sel[t]))
-            sc = b.numpy()[t, got[t]]
-            assert (np.diff(sc) <= 0).all(), "slots must be in descending score order"
-    elif kind == "switch":
-        dispatch, logits = a.numpy(), b.numpy()
-        kept = dispatch.sum(1) > 0
-        np.testing.assert_array_equal(got[kept, 0], dispatch[kept].argmax(1))
-        np.testing.assert_array_equal(got[~kept, 0], logits[~kept].argmax(1))
-    elif kind == "nllb":
-        top1, combine = a.numpy(), b.numpy()
-        kept1 = top1.sum(1) > 0
-        np.testing.assert_array_equal(got[kept1, 0], top1[kept1].argmax(1))
-        for t in range(got.shape[0]):
-            nz = set(np.flatnonzero(combine[t]))
-            # every expert that received the token is among the captured two, top-1 first
-            assert nz <= set(got[t]), (t, nz, got[t])
-            if kept1[t] and len(nz) == 2:
-                assert set(got[t]) == nz
-
-
-def compare(trace, truth, paths, steps):
-    """Check ``trace`` against the observed calls.
-
-    ``steps``: one (B, S, mask (B, S) bool) per forward call, in call order; all of them
-    extend the same B rows (one forward, or a generate() prefill and its decode steps).
-    """
-    B = steps[0][0]
-    assert trace.num_layers == len(paths)
-    assert trace.num_sequences == B
-    for p in paths:
-        assert len(truth.calls[p]) == len(steps)
-    for r in range(B):
-        seq = trace.sequence(r)
-        pos = 0
-        for si, (Bs, S, mask) in enumerate(steps):
-            assert Bs == B
-            m = mask[r]
-            n = int(m.sum())
-            chunk = seq[pos : pos + n]
-            pos += n
-            for li, p in enumerate(paths):
-                kind, a, b = truth.calls[p][si]
-                assert a.shape[0] == B * S
-                rows = np.arange(r * S, (r + 1) * S)[m]
-                check_layer(kind, chunk[:, li, :].astype(np.int64), _take(a, rows), _take(b, rows))
-        assert pos == seq.shape[0]
-
-
-def _take(x, rows):
-    if x is None:
-        return None
-    return x[torch.as_tensor(rows, dtype=torch.long)]
-
-
-def _prompt(B=3, S=7, seed=0, pad_left=True):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, 128, (B, S), generator=g)
-    mask = torch.ones(B, S, dtype=torch.long)
-    for r in range(B):
-        n = r  # row r has r padding tokens
-        if n:
-            if pad_left:
-                mask[r, :n] = 0
-                ids[r, :n] = 0
-            else:
-                mask[r, S - n :] = 0
-                ids[r, S - n :] = 0
-    return ids, mask
+from lrc_kernels._capture import _recorder, _sites
+from lrc_kernels._capture._tiny import SEQ2SEQ_FAMILIES, TINY_FAMILIES, tiny_model
+from lrc_kernels.torch import capture, capture_model, find_moe_layers
 
 
 # --------------------------------------------------------------------------- tests
@@ -240,7 +43,7 @@ def test_discovery(family):
 def test_batch_forward_matches_experts_input(family):
     m = get_model(family)
     paths = EXPECTED_PATHS[family]
-    ids, mask = _prompt(pad_left=family not in SEQ2SEQ_FAMILIES)
+    ids, mask = prompt(pad_left=family not in SEQ2SEQ_FAMILIES)
     B, S = ids.shape
     truth = Truth(m, family)
     try:
@@ -273,39 +76,6 @@ def test_batch_forward_matches_experts_input(family):
     assert meta["layer_ids"] == first_int[: tr.num_layers]
 
 
-@pytest.mark.parametrize("family", TINY_FAMILIES)
-def test_generate_records_prefill_then_decode(family):
-    m = get_model(family)
-    paths = EXPECTED_PATHS[family]
-    ids, mask = _prompt(B=2, S=5, seed=3)
-    new = 4
-    truth = Truth(m, family)
-    try:
-        with capture(m) as cap, torch.no_grad():
-            m.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=new,
-                min_new_tokens=new,
-                do_sample=False,
-            )
-    finally:
-        truth.remove()
-    B = ids.shape[0]
-    if family in SEQ2SEQ_FAMILIES:
-        enc, dec = cap.trace("encoder"), cap.trace("decoder")
-        compare(enc, truth, paths[:2], [(B, 5, mask.bool().numpy())])
-        ones = np.ones((B, 1), bool)
-        # decoder: start token, then one step per new token but the last
-        compare(dec, truth, paths[2:], [(B, 1, ones)] * new)
-        assert list(dec.lengths) == [new] * B
-    else:
-        tr = cap.trace()
-        steps = [(B, 5, mask.bool().numpy())] + [(B, 1, np.ones((B, 1), bool))] * (new - 1)
-        compare(tr, truth, paths, steps)
-        np.testing.assert_array_equal(tr.lengths, mask.sum(1).numpy() + new - 1)
-
-
 def test_deepseek_capture_is_the_biased_grouped_choice_not_topk_logits():
     m = get_model("deepseek_v3")
     logits_seen = []
@@ -328,7 +98,7 @@ def test_switch_and_nllb_really_drop_tokens_in_these_tests():
         truth = Truth(m, fam)
         try:
             with torch.no_grad():
-                ids, mask = _prompt(B=3, S=7, pad_left=False)
+                ids, mask = prompt(B=3, S=7, pad_left=False)
                 m(input_ids=ids, attention_mask=mask, decoder_input_ids=ids[:, :2])
         finally:
             truth.remove()
@@ -338,8 +108,8 @@ def test_switch_and_nllb_really_drop_tokens_in_these_tests():
 
 def test_several_forwards_append_sequences_in_row_order_with_domains():
     m = get_model("mixtral")
-    a, ma = _prompt(B=2, S=6, seed=1)
-    b, mb = _prompt(B=3, S=4, seed=2, pad_left=False)
+    a, ma = prompt(B=2, S=6, seed=1)
+    b, mb = prompt(B=3, S=4, seed=2, pad_left=False)
     with capture(m) as cap, torch.no_grad():
         m(input_ids=a, attention_mask=ma)
         cap.domain = "second"
@@ -434,46 +204,8 @@ def test_changed_batch_in_continuation_is_reported():
             cap.flush()
 
 
-# ---------------------------------------------------------------- no host sync
-_SYNC_METHODS = (
-    "cpu",
-    "item",
-    "tolist",
-    "numpy",
-    "__bool__",
-    "__int__",
-    "__float__",
-    "__index__",
-    "nonzero",
-    "__array__",
-)
-
-
-class _SyncGuard:
-    """Make host-synchronising tensor calls raise when lrc_kernels code makes them on the
-    thread running the forward (the background thread may; the model itself may)."""
-
-    def __init__(self, monkeypatch):
-        self.main = threading.main_thread()
-        for name in _SYNC_METHODS:
-            orig = getattr(torch.Tensor, name)
-            monkeypatch.setattr(torch.Tensor, name, self._wrap(orig, name))
-        monkeypatch.setattr(torch.cuda, "synchronize", self._wrap(torch.cuda.synchronize, "sync"))
-
-    def _wrap(self, orig, name):
-        main = self.main
-
-        def guarded(*a, **k):
-            caller = sys._getframe(1).f_code.co_filename
-            if threading.current_thread() is main and caller.startswith(PKG_DIR):
-                raise AssertionError(f"host sync {name}() called from {caller}")
-            return orig(*a, **k)
-
-        return guarded
-
-
 def test_sync_guard_catches_a_sync_in_package_code(monkeypatch):
-    _SyncGuard(monkeypatch)
+    SyncGuard(monkeypatch)
     src = "def bad(t):\n    return t.sum().item()\n"
     ns: dict = {}
     exec(compile(src, _recorder.__file__, "exec"), ns)
@@ -487,9 +219,9 @@ def test_sync_guard_catches_a_sync_in_package_code(monkeypatch):
 )
 def test_no_host_sync_inside_recorded_forward(monkeypatch, family):
     m = get_model(family)
-    ids, mask = _prompt(B=2, S=5)
+    ids, mask = prompt(B=2, S=5)
     with capture(m, weights=True) as cap, torch.no_grad():
-        _SyncGuard(monkeypatch)
+        SyncGuard(monkeypatch)
         m.generate(
             input_ids=ids, attention_mask=mask, max_new_tokens=3, min_new_tokens=3, do_sample=False
         )
@@ -510,13 +242,22 @@ def test_reader_rules_by_shape_not_position():
     got_i, got_w = _sites.find_index_args((hidden,), {"routing_weights": w, "router_indices": idx})
     assert got_i is idx and got_w is w
     assert _sites.find_index_args((hidden,), {}) == (None, None)
+    # dense (T, E) scores (GPT-OSS in transformers 4.x): gathered at the indices; hidden
+    # states of the same shape come first and are not taken for them
+    dense = torch.tensor([[0.1, 0.6, 0.3], [0.2, 0.1, 0.7]])
+    hid3, idx3 = torch.ones(2, 3), torch.tensor([[1, 2], [2, 0]])
+    got_i, got_w = _sites.find_index_args(
+        (hid3,), {"router_indices": idx3, "routing_weights": dense}, num_experts=3
+    )
+    assert got_i is idx3
+    np.testing.assert_array_equal(got_w.numpy(), np.float32([[0.6, 0.3], [0.7, 0.2]]))
 
 
 # ------------------------------------------------------------------- files / CLI
 def test_file_output_equals_in_memory(tmp_path):
     io = pytest.importorskip("lrc_kernels.io")
     m = get_model("qwen2_moe")
-    ids, mask = _prompt(B=3, S=6, seed=4)
+    ids, mask = prompt(B=3, S=6, seed=4)
     with capture(m, weights=True, domain="x") as mem, torch.no_grad():
         m(input_ids=ids, attention_mask=mask)
     path = tmp_path / "run.lrc.arrow"

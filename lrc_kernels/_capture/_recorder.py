@@ -4,9 +4,12 @@ Life of one forward pass of one layer group (the decoder of a causal LM, or the 
 decoder of a seq2seq model):
 
 1. A pre-hook on the group's layer stack reads the batch shape ``(B, S)``, the 2-D attention
-   mask and the KV-cache length (host-side metadata only) and allocates one id buffer
-   ``L*B*S*k + B*S`` on the model's device, layer-major (plus an ``(L, B*S, k)`` weight
-   buffer when asked); its last ``B*S`` entries receive the attention mask of the step.
+   mask (its own, else the one the outer model received) and the KV-cache length, from
+   whichever argument holds a cache (host-side metadata only; see ``_steps``), and
+   allocates one id buffer ``L*B*S*k + B*S + 1`` on the model's device, layer-major (plus
+   an ``(L, B*S, k)`` weight buffer when asked); the next ``B*S`` entries receive the
+   attention mask of the step, the last one ``cache length != 0`` where that length is a
+   device tensor (static caches).
 2. Each MoE layer's hook copies its ``(T, k)`` indices into its block: a device-to-device
    copy, no host synchronisation.
 3. A forward hook on the stack issues one non-blocking copy of the buffer to pinned host
@@ -15,12 +18,14 @@ decoder of a seq2seq model):
 4. The thread waits for the event, drops padding (mask 0) tokens, appends each batch row's
    tokens to that row's open sequence (a KV-cache continuation such as a ``generate()``
    decode step extends the open rows; anything else closes them and opens B new ones) and
-   writes closed sequences to an Arrow file or keeps them in memory.
+   writes closed sequences to an Arrow file or keeps them in memory. A continuation must
+   fit the open rows exactly (same batch size, cache length = positions recorded so far);
+   one that does not raises an error naming the model class and the step, so no wrong
+   sequence structure is ever written.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import queue
 import threading
@@ -34,6 +39,7 @@ from torch import nn
 
 from .._trace import Trace
 from ._sites import MoESite, find_index_args, read_router_output
+from ._steps import arg_names, batch_shape, bind, find_cache, find_masks
 
 __all__ = ["Recorder"]
 
@@ -48,18 +54,32 @@ def _id_dtype(num_experts: int) -> torch.dtype:
 
 
 class _Step:
-    __slots__ = ("B", "S", "T", "cont", "mask", "ids", "w", "seen", "domain")
+    """One forward of one layer group: host metadata, device buffers, then host buffers."""
 
-    def __init__(self, B: int | None, S: int | None, cont: bool, mask: Any, domain: Any):
+    __slots__ = (
+        "B", "S", "T", "index", "past", "deferred", "had_deferred", "mask", "ids", "w", "seen",
+        "domain", "host_ids", "host_w", "event",
+    )  # fmt: skip
+
+    def __init__(
+        self, B: int | None, S: int | None, index: int, past: int, deferred: Any, mask: Any,
+        domain: Any,
+    ):  # fmt: skip
         self.B = B
         self.S = S
         self.T = None if B is None or S is None else B * S
-        self.cont = cont
+        self.index = index  # 1-based forward number of this group in this capture
+        self.past = past  # positions before this step (known on the host), else 0
+        self.deferred = deferred  # device scalar: cache length of a static cache, or None
+        self.had_deferred = deferred is not None
         self.mask = mask
         self.ids: torch.Tensor | None = None
         self.w: torch.Tensor | None = None
         self.seen: list[bool] = []
         self.domain = domain
+        self.host_ids: torch.Tensor | None = None
+        self.host_w: torch.Tensor | None = None
+        self.event: Any = None
 
 
 class _Group:
@@ -74,15 +94,9 @@ class _Group:
         self.E = max(s.num_experts for s in sites)
         self.id_dtype = _id_dtype(self.E)
         self.device = _module_device(sites[0].block)
-        try:
-            params = inspect.signature(stack.forward).parameters.values()
-            self.argnames = [
-                p.name
-                for p in params
-                if p.kind in (inspect.Parameter.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-            ]
-        except (TypeError, ValueError):
-            self.argnames = []
+        self.argnames = arg_names(stack)
+        self.outer_key = "attention_mask"  # which mask of the outer model is this group's
+        self.forwards = 0
         self.current: _Step | None = None
 
 
@@ -104,6 +118,7 @@ class _Sink:
         self.open_ids: list[list[np.ndarray]] = []
         self.open_w: list[list[np.ndarray]] = []
         self.open_dom: list[Any] = []
+        self.open_len = 0  # positions (padding included) recorded in the open rows
         self.ids: list[np.ndarray] = []
         self.w: list[np.ndarray] = []
         self.lengths: list[int] = []
@@ -129,6 +144,7 @@ class _Sink:
                 self.open_ids[b], self.open_w[b] if self.with_weights else [], self.open_dom[b]
             )
         self.open_ids, self.open_w, self.open_dom = [], [], []
+        self.open_len = 0
 
     def open_rows(self, B: int, domain: Any) -> None:
         self.close_rows()
@@ -181,7 +197,11 @@ class Recorder:
                     f"{sorted(ks)}; select layers with one top-k (layers=[...])"
                 )
             stack = model.get_submodule(stack_path) if stack_path else model
-            self.groups[name] = _Group(name, stack, ss)
+            g = _Group(name, stack, ss)
+            seq2seq = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
+            if seq2seq and "decoder" in stack_path.rsplit(".", 1)[-1]:
+                g.outer_key = "decoder_attention_mask"
+            self.groups[name] = g
         self.sinks = {
             n: _Sink(g.L, g.k, (writers or {}).get(n), self.weights) for n, g in self.groups.items()
         }
@@ -191,9 +211,16 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.stats = {"forwards": 0, "transfers": 0, "tokens": 0}
+        self._model_names = arg_names(model)
+        self._outer: dict[str, torch.Tensor] = {}  # 2-D masks the outer model received
 
     # ------------------------------------------------------------------ hooks
     def install(self) -> None:
+        # the outer model first: its pre-hook runs before those of the stacks inside it
+        self._handles.append(
+            self.model.register_forward_pre_hook(self._outer_pre, with_kwargs=True)
+        )
+        self._handles.append(self.model.register_forward_hook(self._outer_post))
         for g in self.groups.values():
             self._handles.append(
                 g.stack.register_forward_pre_hook(self._make_stack_pre(g), with_kwargs=True)
@@ -217,37 +244,26 @@ class Recorder:
         self._handles = []
         for g in self.groups.values():
             g.current = None
+        self._outer = {}
+
+    def _outer_pre(self, mod: nn.Module, args: tuple, kwargs: dict) -> None:
+        kw = bind(self._model_names, args, kwargs)
+        self._outer = {
+            k: v
+            for k in ("attention_mask", "decoder_attention_mask")
+            if isinstance(v := kw.get(k), torch.Tensor) and v.ndim == 2
+        }
+
+    def _outer_post(self, mod: nn.Module, args: tuple, out: Any) -> None:
+        self._outer = {}
 
     def _make_stack_pre(self, g: _Group):
         names = g.argnames
 
         def pre(mod: nn.Module, args: tuple, kwargs: dict) -> None:
-            kw = dict(zip(names, args, strict=False)) if args else {}
-            kw.update(kwargs)
-            x = kw.get("input_ids")
-            if not isinstance(x, torch.Tensor):
-                x = kw.get("inputs_embeds")
-            B = S = None
-            if isinstance(x, torch.Tensor) and x.ndim >= 2:
-                B, S = int(x.shape[0]), int(x.shape[1])
-            mask = kw.get("attention_mask")
-            if not (
-                isinstance(mask, torch.Tensor)
-                and mask.ndim == 2
-                and B is not None
-                and mask.shape[0] == B
-                and mask.shape[1] >= S
-            ):
-                mask = None
-            past = 0
-            pkv = kw.get("past_key_values")
-            if pkv is not None and hasattr(pkv, "get_seq_length"):
-                try:
-                    past = int(pkv.get_seq_length())
-                except Exception:  # pragma: no cover - exotic caches: treat as fresh input
-                    past = 0
-            cont = past > 0 or (mask is not None and mask.shape[1] > S)
-            step = _Step(B, S, cont, mask, self.domain)
+            kw = bind(names, args, kwargs)
+            g.forwards += 1
+            step = self._attribute(mod, g, kw)
             if step.T is not None:
                 with torch.no_grad():
                     self._alloc(g, step, step.T)
@@ -255,13 +271,59 @@ class Recorder:
 
         return pre
 
+    def _where(self, g: _Group, index: int, B: Any = None, S: Any = None) -> str:
+        shape = "" if B is None else f", {B} x {S} tokens"
+        return f"{type(self.model).__name__}, layer group {g.name!r}, forward #{index}{shape}"
+
+    def _attribute(self, mod: nn.Module, g: _Group, kw: dict[str, Any]) -> _Step:
+        """Host-side facts of one stack forward: shape, mask, and past length (or a device one)."""
+        B, S = batch_shape(kw)
+        outer = self._outer.pop(g.outer_key, None)
+        if B is None or S is None:
+            return _Step(None, None, g.forwards, 0, None, None, self.domain)
+        where = self._where(g, g.forwards, B, S)
+        mask, four_d = find_masks(kw, B, S, outer)
+        if mask is None and four_d and B > 1:
+            raise RuntimeError(
+                f"lrc_kernels.torch.capture: cannot tell the padding of {where}: "
+                "neither the layer stack nor the model received a 2-D attention mask (only a "
+                "4-D one, as with cache_implementation='static'), so padded tokens cannot be "
+                "told from real ones. Use the default dynamic cache, or capture one row at a time."
+            )
+        cache = find_cache(kw)
+        past_mask = None if mask is None else int(mask.shape[1]) - S
+        deferred = None
+        past = past_mask
+        if cache is not None and isinstance(cache.length, int):
+            if past_mask is not None and past_mask != cache.length:
+                raise RuntimeError(
+                    f"lrc_kernels.torch.capture: cannot place {where} in a "
+                    f"sequence: its KV cache ({cache.kind}, argument {cache.name!r}) holds "
+                    f"{cache.length} tokens but its attention mask covers {past_mask} tokens "
+                    "before this step. Pass an attention mask that covers the cached tokens."
+                )
+            past = cache.length
+        elif cache is not None and past_mask is None:
+            if isinstance(cache.length, torch.Tensor):
+                deferred = cache.length
+            else:
+                raise RuntimeError(
+                    f"lrc_kernels.torch.capture: cannot tell whether {where} "
+                    f"continues a sequence: the length of its KV cache ({cache.kind}, argument "
+                    f"{cache.name!r}) cannot be read and no 2-D attention mask came with it. "
+                    "Pass attention_mask, or report this cache type."
+                )
+        return _Step(B, S, g.forwards, past or 0, deferred, mask, self.domain)
+
     def _alloc(self, g: _Group, step: _Step, T: int) -> None:
         L, k = g.L, g.k
         # layer-major: each layer's (T, k) block is contiguous (a plain converting copy),
-        # followed by the T mask values
-        step.ids = torch.empty(L * T * k + T, dtype=g.id_dtype, device=g.device)
+        # followed by the T mask values and one continuation flag
+        step.ids = torch.empty(L * T * k + T + 1, dtype=g.id_dtype, device=g.device)
         if step.mask is not None:
-            step.ids[L * T * k :].copy_(step.mask[:, -step.S :].reshape(-1))
+            step.ids[L * T * k : L * T * k + T].copy_(step.mask[:, -step.S :].reshape(-1))
+        if step.deferred is not None:
+            step.ids[-1:].copy_((step.deferred != 0).reshape(1))
         if self.weights:
             step.w = torch.empty((L, T, k), dtype=torch.float32, device=g.device)
         step.seen = [False] * L
@@ -303,7 +365,7 @@ class Recorder:
         def hook(mod: nn.Module, args: tuple, kwargs: dict) -> None:
             if g.current is None:
                 return
-            idx, w = find_index_args(args, kwargs)
+            idx, w = find_index_args(args, kwargs, g.sites[i].num_experts)
             with torch.no_grad():
                 self._store(g, i, idx, w)
 
@@ -316,7 +378,7 @@ class Recorder:
             if g.current is None:
                 return
             with torch.no_grad():
-                idx, w = read_router_output(site, mod, out)
+                idx, w = read_router_output(site, mod, out, args)
                 self._store(g, i, idx, w)
 
         return hook
@@ -350,62 +412,25 @@ class Recorder:
 
     def _submit(self, g: _Group, step: _Step) -> None:
         assert step.ids is not None
-        ids, w, event = step.ids, step.w, None
+        ids, w = step.ids, step.w
         if ids.device.type == "cuda":
-            hid = self._host_buffer(ids)
-            hid[: ids.numel()].view(ids.shape).copy_(ids, non_blocking=True)
-            hw = None
+            step.host_ids = self._host_buffer(ids)
+            step.host_ids[: ids.numel()].view(ids.shape).copy_(ids, non_blocking=True)
             if w is not None:
-                hw = self._host_buffer(w)
-                hw[: w.numel()].view(w.shape).copy_(w, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record(torch.cuda.current_stream(ids.device))
+                step.host_w = self._host_buffer(w)
+                step.host_w[: w.numel()].view(w.shape).copy_(w, non_blocking=True)
+            step.event = torch.cuda.Event()
+            step.event.record(torch.cuda.current_stream(ids.device))
             self.stats["transfers"] += 1 + (w is not None)
-            item = (
-                g.name,
-                step.B,
-                step.S,
-                step.cont,
-                step.mask is not None,
-                step.domain,
-                hid,
-                ids.shape,
-                hw,
-                None if w is None else w.shape,
-                event,
-            )
         elif ids.device.type == "cpu":
-            item = (
-                g.name,
-                step.B,
-                step.S,
-                step.cont,
-                step.mask is not None,
-                step.domain,
-                ids,
-                ids.shape,
-                w,
-                None if w is None else w.shape,
-                None,
-            )
+            step.host_ids, step.host_w = ids, w
         else:  # other accelerators: a plain (synchronising) copy, made once per forward
             self.stats["transfers"] += 1 + (w is not None)
-            hw = None if w is None else w.to("cpu")
-            item = (
-                g.name,
-                step.B,
-                step.S,
-                step.cont,
-                step.mask is not None,
-                step.domain,
-                ids.to("cpu"),
-                ids.shape,
-                hw,
-                None if w is None else w.shape,
-                None,
-            )
+            step.host_ids = ids.to("cpu")
+            step.host_w = None if w is None else w.to("cpu")
+        step.ids = step.w = step.deferred = None  # the device side is done with
         self.stats["forwards"] += 1
-        self._queue.put(item)
+        self._queue.put((g.name, step))
 
     # -------------------------------------------------------------- worker
     def _work(self) -> None:
@@ -422,43 +447,67 @@ class Recorder:
                 self._queue.task_done()
 
     def _process(self, item: tuple) -> None:
-        name, B, S, cont, has_mask, domain, hid, ishape, hw, wshape, event = item
-        if event is not None:
-            event.synchronize()
+        name, step = item
+        if step.event is not None:
+            step.event.synchronize()
         g = self.groups[name]
         sink = self.sinks[name]
-        L, k = g.L, g.k
+        L, k, B, S = g.L, g.k, step.B, step.S
         T = B * S
-        arr = hid.reshape(-1)[: L * T * k + T].numpy()
+        hid, hw = step.host_ids, step.host_w
+        arr = hid.reshape(-1)[: L * T * k + T + 1].numpy()
         ids = arr[: L * T * k].reshape(L, B, S, k).transpose(1, 2, 0, 3)  # (B, S, L, k)
         warr = None
         if hw is not None:
             warr = hw.reshape(-1)[: L * T * k].numpy().reshape(L, B, S, k).transpose(1, 2, 0, 3)
-        mask = arr[L * T * k :].reshape(B, S) != 0 if has_mask else None
-        if not cont or not sink.open_ids:
-            sink.open_rows(B, domain)
-        elif len(sink.open_ids) != B:
-            raise RuntimeError(
-                f"lrc_kernels.torch.capture: a cached continuation step of {B} rows followed "
-                f"{len(sink.open_ids)} open sequences in group {name!r}. The batch size "
-                "changed between generation steps (beam search with reordering, or "
-                "sequences removed): capture such runs one prompt at a time."
-            )
+        has_mask = step.mask is not None
+        mask = arr[L * T * k : L * T * k + T].reshape(B, S) != 0 if has_mask else None
+        cont = bool(arr[-1]) if step.had_deferred else step.past > 0
+        self._place(g, sink, step, cont)
         for b in range(B):
             if mask is None:
-                sink.open_ids[b].append(np.ascontiguousarray(ids[b]))
+                sink.open_ids[b].append(ids[b].copy())  # never a view of a pooled buffer
                 if warr is not None:
-                    sink.open_w[b].append(np.ascontiguousarray(warr[b]))
+                    sink.open_w[b].append(warr[b].copy())
             else:
                 m = mask[b]
                 sink.open_ids[b].append(ids[b][m])
                 if warr is not None:
                     sink.open_w[b].append(warr[b][m])
+        sink.open_len += S
         self.stats["tokens"] += int(mask.sum()) if mask is not None else B * S
-        if event is not None:  # hand the pinned buffers back for reuse
+        if step.event is not None:  # hand the pinned buffers back for reuse
             self._free.setdefault(hid.dtype, deque()).append(hid)
             if hw is not None:
                 self._free.setdefault(hw.dtype, deque()).append(hw)
+
+    def _place(self, g: _Group, sink: _Sink, step: _Step, cont: bool) -> None:
+        """Open new rows for a fresh step; check that a continuation fits the open rows."""
+        if not cont:
+            sink.open_rows(step.B, step.domain)
+            return
+        where = self._where(g, step.index, step.B, step.S)
+        known = "" if step.had_deferred else f" holds {step.past} tokens"
+        if not sink.open_ids:
+            raise RuntimeError(
+                f"lrc_kernels.torch.capture: cannot attribute {where}: its KV cache{known} "
+                "(a decode step), but no sequence is open in this capture. Was the prefill "
+                "run outside the capture block? Start the capture before the prompt's forward."
+            )
+        if len(sink.open_ids) != step.B:
+            raise RuntimeError(
+                f"lrc_kernels.torch.capture: cannot attribute {where}: a cached continuation "
+                f"step of {step.B} rows followed {len(sink.open_ids)} open sequences. The "
+                "batch size changed between generation steps (beam search with reordering, "
+                "or sequences removed): capture such runs one prompt at a time."
+            )
+        if not step.had_deferred and step.past != sink.open_len:
+            raise RuntimeError(
+                f"lrc_kernels.torch.capture: cannot attribute {where}: its KV cache holds "
+                f"{step.past} positions but the open sequences have {sink.open_len} recorded "
+                "positions (padding included). The cache does not belong to the sequences "
+                "recorded so far."
+            )
 
     # ------------------------------------------------------------- results
     def drain(self) -> None:

@@ -112,14 +112,18 @@ def _router_num_experts(router: nn.Module, experts: nn.Module | None) -> int | N
 def _config_top_k(config: Any) -> int | None:
     if config is None:
         return None
-    for name in ("num_experts_per_tok", "moe_top_k", "top_k", "num_selected_experts"):
+    for name in ("num_experts_per_tok", "moe_top_k", "num_selected_experts"):
         v = getattr(config, name, None)
         if isinstance(v, int) and v > 0:
             return v
     ffn = getattr(config, "ffn_config", None)  # DBRX
     if ffn is not None and ffn is not config:
-        return _config_top_k(ffn)
-    return None
+        v = _config_top_k(ffn)
+        if v is not None:
+            return v
+    # last: transformers 4.x configs also carry top_k = 50, a sampling default
+    v = getattr(config, "top_k", None)
+    return v if isinstance(v, int) and v > 0 else None
 
 
 def _accepts_index_args(experts: nn.Module) -> bool:
@@ -212,7 +216,7 @@ def find_moe_sites(model: nn.Module, layers: Any = "auto") -> list[MoESite]:
         else:
             mode = "experts" if experts is not None and _accepts_index_args(experts) else "router"
             k = (
-                _int_attr(router, "top_k", "topk", "num_experts_per_tok")
+                _int_attr(router, "top_k", "topk", "num_experts_per_tok", "moe_top_k")
                 or _int_attr(mod, "top_k", "num_experts_per_tok")
                 or _config_top_k(config)
             )
@@ -267,8 +271,14 @@ def _is_int(t: torch.Tensor) -> bool:
     return not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
 
 
-def find_index_args(args: tuple, kwargs: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The ``(T, k)`` integer index tensor and its same-shape float weights in a call."""
+def find_index_args(
+    args: tuple, kwargs: dict, num_experts: int | None = None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The ``(T, k)`` integer index tensor and its ``(T, k)`` float weights in a call.
+
+    Weights given densely as ``(T, num_experts)`` scores (GPT-OSS in transformers 4.x)
+    are gathered at the indices.
+    """
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
     tensors += [v for v in kwargs.values() if isinstance(v, torch.Tensor)]
     pos = next((i for i, t in enumerate(tensors) if t.ndim == 2 and _is_int(t)), None)
@@ -280,6 +290,11 @@ def find_index_args(args: tuple, kwargs: dict) -> tuple[torch.Tensor | None, tor
     # tensors first: hidden states of width k are never mistaken for weights
     order = tensors[pos + 1 :] + tensors[:pos][::-1]
     w = next((t for t in order if t.is_floating_point() and t.shape == idx.shape), None)
+    if w is None and num_experts is not None:
+        dense = (idx.shape[0], num_experts)
+        d = next((t for t in order if t.is_floating_point() and tuple(t.shape) == dense), None)
+        if d is not None:
+            w = d.gather(1, idx.long())
     return idx, w
 
 
@@ -292,9 +307,13 @@ def _flat_tensors(out: Any) -> list[torch.Tensor]:
 
 
 def read_router_output(
-    site: MoESite, router: nn.Module, out: Any
+    site: MoESite, router: nn.Module, out: Any, args: tuple = ()
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Indices ``(T, k)`` and weights ``(T, k)`` (or None) from a router's output."""
+    """Indices ``(T, k)`` and weights ``(T, k)`` (or None) from a router's output.
+
+    ``args`` are the router's inputs: NLLB-MoE's router in transformers 4.x returns no
+    logits, which are then formed again with its ``classifier`` from the hidden states.
+    """
     k, E = site.top_k, site.num_experts
     if site.mode == "switch":
         probs, logits = out[1], out[2]
@@ -303,7 +322,12 @@ def read_router_output(
         ids = p.argmax(dim=-1).reshape(-1, 1)
         return ids, probs.reshape(-1, 1)
     if site.mode == "nllb":
-        combine, logits = out[1], out[2]
+        combine = out[1]
+        if len(out) >= 3:
+            logits = out[2]
+        else:  # transformers 4.x: (top-1 mask, combine weights); the same logits again
+            h = args[0]
+            logits = router.classifier(h.reshape(-1, h.shape[-1]).to(router.dtype))
         p = torch.softmax(logits, dim=-1, dtype=getattr(router, "dtype", torch.float32))
         p = p.to(getattr(router, "input_dtype", p.dtype))
         top1 = p.argmax(dim=-1)
