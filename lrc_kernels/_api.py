@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _validate as _v
 from ._results import HitCurve, SRPResult
 from ._trace import Trace, _is_device_array, as_trace
 
@@ -44,32 +45,13 @@ _BOOTSTRAP_TABLE_LIMIT = int(os.environ.get("LRC_BOOTSTRAP_TABLE_LIMIT", 4 << 30
 
 
 # ------------------------------------------------------------------ argument checks
-def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
-    return value
+# (lrc_kernels._validate owns them; these names are kept for the modules that use them)
+_check_choice = _v.check_choice
+_check_ms = _v.check_windows
 
 
 def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        if isinstance(value, (float, np.floating)) and float(value).is_integer():
-            raise TypeError(
-                f"{name} must be an integer, got the float {value!r}; use int({value!r})"
-            )
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_ms(m: Any) -> tuple[np.ndarray, bool]:
-    """Segment lengths as an int64 array, and whether a single m (no leading axis) was given."""
-    if isinstance(m, (list, tuple, np.ndarray, range)):
-        ms = list(np.asarray(m).ravel()) if isinstance(m, np.ndarray) else list(m)
-        if not ms:
-            raise ValueError("m is an empty list; give at least one segment length")
-        return np.asarray([_check_int(v, "m", 1) for v in ms], dtype=np.int64), False
-    return np.asarray([_check_int(m, "m", 1)], dtype=np.int64), True
+    return _v.check_int(value, name, minimum)
 
 
 # ---------------------------------------------------------------------- sources
@@ -252,6 +234,8 @@ def srp_from_histogram(histogram: Any, m: int) -> tuple[Any, Any, Any]:
         raise ValueError(f"histogram's last axis must have m + 1 = {m + 1} bins, got {H.shape}")
     if H.size and H.min() < 0:
         raise ValueError("histogram counts must be >= 0")
+    if H.size and H.max() > _v.MAX_INT:
+        raise ValueError(f"histogram counts must be <= {_v.MAX_INT}, got {int(H.max())}")
     f1, thr, ratio = _best(np.ascontiguousarray(H, dtype=np.int64), m)
     return _scalarize(f1), _scalarize(thr), _scalarize(ratio)
 
@@ -346,6 +330,7 @@ def srp(
     batches, streamed = _batches(trace, num_experts, progress)
     for batch in batches:
         first = _check_shape(first, batch)
+        _srp_memory(batch, per_expert, width)
         bk, experts = _backend(backend, batch)
         codes = dom.codes(_domain_labels(batch, by_domain))
         G = len(dom.index)
@@ -407,6 +392,11 @@ def srp(
     ci_lo, ci_hi = [], []
     if per_seq:
         S = lengths.shape[0]
+        _v.check_memory(
+            2 * B * S * 8,
+            f"the bootstrap resample weights ({B} resamples x {S} sequences, int64, twice)",
+            "lower bootstrap",
+        )
         rng = np.random.default_rng(seed)
         draws = rng.integers(0, S, size=(B, S)) if S else np.zeros((B, 0), np.int64)
         Wmat = np.bincount((draws + (np.arange(B) * S)[:, None]).ravel(), minlength=B * S).reshape(
@@ -488,6 +478,19 @@ def srp(
 
         res._activation_fn = _lazy
     return res
+
+
+def _srp_memory(batch: Trace, per_expert: bool, width: int) -> None:
+    """Refuse, before allocating, SRP histograms that cannot fit in memory."""
+    Eo = batch.num_experts if per_expert else 1
+    # one (L, E, sum(m + 1)) int64 table, and two int64 counters per expert and thread
+    need = (batch.num_layers * Eo * width + 2 * batch.num_experts * (os.cpu_count() or 1)) * 8
+    _v.check_memory(
+        need,
+        f"SRP's window-count histograms ({batch.num_layers} layers x {Eo} experts x {width} "
+        "count bins, int64)",
+        "lower m (each m adds m + 1 bins) or check num_experts",
+    )
 
 
 def _act_ratio(tab: np.ndarray, m: int, win: np.ndarray, by_domain: bool) -> np.ndarray:
@@ -621,6 +624,13 @@ def hit_curve(
                 f"limit of {_MAX_CACHE_IDS:,} ids (its state is O(ids) per thread); is "
                 "num_experts right?"
             )
+        Lo = 1 if model_level else batch.num_layers
+        _v.check_memory(
+            (Lo * (n_cache + 1) + 5 * n_cache * (os.cpu_count() or 1)) * 8,
+            f"the {level}-level stack-depth tables ({Lo} x {n_cache + 1} int64, and five "
+            "int64 per cache id and thread)",
+            "use level='layer' or check num_experts",
+        )
         bk, experts = _backend(backend, batch)
         dcode = dom.codes(_domain_labels(batch, by_domain))
         keys = list(zip(dcode.tolist(), batch.lengths.tolist(), strict=True))

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _validate as _v
 from ._trace import Trace, _validate_num_experts, id_dtype_for
 from .cpu._jit import jit, prange
 
@@ -269,8 +270,4 @@ def synthetic_trace(
 
 
 def _nonneg_int(v: Any, name: str) -> int:
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {v!r}")
-    if v < 0:
-        raise ValueError(f"{name} must be >= 0, got {v}")
-    return int(v)
+    return _v.check_int(v, name, 0)
