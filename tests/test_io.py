@@ -263,7 +263,7 @@ def _writer(tmp_path, **kw):
             r"sequence 0 .*token 0, layer 0, slot 1: expert id 8",
         ),
         ({}, {"experts": [[[0, 1], [1, 2]], [[3, 3], [1, 2]]]}, r"token 1, layer 0: expert id 3"),
-        ({}, {"experts": [[[-1, 1], [1, 2]]]}, r"expert id -1 is negative; ids must lie in \[0, 8\)"),
+        ({}, {"experts": [[[-1, 1], [1, 2]]]}, r"expert id -1 is negative; ids must lie in \[0, 8"),
         ({}, {"experts": [[0, 1], [1, 2]]}, r"shape \(tokens, 2, 2\)"),
         ({}, {"experts": [[[0.0, 1.0], [1.0, 2.0]]]}, "integer ids"),
         (
