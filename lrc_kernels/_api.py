@@ -310,8 +310,15 @@ def srp(
     ms, single_m = _check_ms(m)
     _check_choice(level, "level", LEVELS_SRP)
     B = _check_int(bootstrap, "bootstrap", 0)
-    if not isinstance(confidence, (float, int, np.floating)) or not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
+    if isinstance(confidence, (bool, np.bool_)) or not isinstance(
+        confidence, (float, int, np.floating, np.integer)
+    ):
+        raise TypeError(f"confidence must be a number in (0, 1), got {_v.plain(confidence)}")
+    if not 0 < confidence < 1:
+        raise ValueError(
+            f"confidence must lie strictly between 0 and 1, got {_v.plain(confidence)}"
+        )
+    by_domain = _v.check_bool(by_domain, "by_domain")
     seed = _check_int(seed, "seed", 0)
     _check_choice(backend, "backend", BACKENDS)
 
@@ -605,8 +612,8 @@ def hit_curve(
             raise ValueError(f"m applies only to policy='sch', not {policy!r}; drop m=")
         ms, single_m = np.zeros(1, np.int64), True
     _check_choice(level, "level", LEVELS_CACHE)
-    if not isinstance(warm_start, (bool, np.bool_)):
-        raise TypeError(f"warm_start must be True or False, got {warm_start!r}")
+    _v.check_bool(warm_start, "warm_start")
+    by_domain = _v.check_bool(by_domain, "by_domain")
     _check_choice(backend, "backend", BACKENDS)
     model_level = level == "model"
 
@@ -754,6 +761,7 @@ def load_balance(
     Over all experts of all MoE layers, at segment length ``m`` (the paper: 16), over all
     domains. The paper prints this value x100.
     """
+    m = _v.check_int(m, "m", 1, _v.MAX_WINDOW)
     r = srp(trace, m, level="expert", num_experts=num_experts, backend=backend)
     a = np.asarray(r.activation_ratio, dtype=np.float64).ravel()
     if a.size < 2 or np.isnan(a).any():
@@ -779,6 +787,7 @@ def domain_specialization(
     -------
     (float, ndarray of shape (L, E))
     """
+    m = _v.check_int(m, "m", 1, _v.MAX_WINDOW)
     r = srp(trace, m, level="expert", by_domain=True, num_experts=num_experts, backend=backend)
     a = np.asarray(r.activation_ratio, dtype=np.float64)  # (D, L, E)
     keep = a > min_ratio

@@ -69,11 +69,10 @@ def check_int(
     included, even integral ones) and ``ValueError`` outside the range.
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        shown = plain(value)
         if isinstance(value, (float, np.floating)) and np.isfinite(value) and value == int(value):
-            raise TypeError(
-                f"{name} must be an integer, got the float {value!r}; use int({value!r})"
-            )
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+            raise TypeError(f"{name} must be an integer, got the float {shown}; use int({shown})")
+        raise TypeError(f"{name} must be an integer, got {shown} ({type(value).__name__})")
     v = int(value)
     if minimum is not None and v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
@@ -82,24 +81,32 @@ def check_int(
     return v
 
 
+def plain(value: Any) -> str:
+    """``repr`` of a value for messages, NumPy scalars as plain Python numbers."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def check_bool(value: Any, name: str) -> bool:
     """``value`` if it is ``True`` or ``False`` (NumPy bools too); else ``TypeError``."""
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
+        raise TypeError(f"{name} must be True or False, got {plain(value)}")
     return bool(value)
 
 
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     """``value`` if it is one of the strings ``choices``; else ``ValueError`` listing them."""
     if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+        raise ValueError(f"unknown {name} {plain(value)}; choose one of {', '.join(choices)}")
     return value
 
 
 def check_num_experts(value: Any) -> int:
     """Experts per layer: an integer in ``[1, MAX_EXPERTS]`` (ids fit uint32 exactly)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"num_experts must be a positive integer, got {value!r}")
+        raise TypeError(f"num_experts must be a positive integer, got {plain(value)}")
     if value < 1:
         raise ValueError(f"num_experts must be >= 1, got {value}")
     if value > MAX_EXPERTS:

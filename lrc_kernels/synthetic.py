@@ -241,6 +241,12 @@ def synthetic_trace(
     names, dom = _domain_labels(domains, S)
     D = 1 if names is None else len(names)
 
+    n_ids = int(lengths.sum()) * L * k
+    _v.check_memory(
+        (3 * D * L + 2) * E * 8 + n_ids * id_dtype_for(E).itemsize,
+        f"a synthetic trace of {n_ids} ids with per-layer tables over {E} experts",
+        "lower num_experts, seq_len or num_sequences",
+    )
     rng = np.random.default_rng([seed, 0x5EED])
     base = (np.arange(1, E + 1, dtype=np.float64)) ** -skew
     prob = np.empty((D * L, E), dtype=np.float64)
