@@ -223,6 +223,7 @@ class Trace:
     def sequence(self, s: int) -> np.ndarray:
         """Expert ids of sequence ``s``, shape ``(T_s, L, k)`` (a view)."""
         S = self.num_sequences
+        s = _v.check_int(s, "sequence index")
         if not -S <= s < S:
             raise IndexError(f"sequence index {s} out of range for a trace of {S} sequences")
         s %= S

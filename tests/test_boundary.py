@@ -152,6 +152,16 @@ def test_select_out_of_range_and_empty():
     assert SMALL.select(sequences=[]).num_sequences == 0
 
 
+def test_sequence_index_must_be_an_integer():
+    with pytest.raises(TypeError, match="sequence index must be an integer, got 0.5"):
+        SMALL.sequence(0.5)
+    with pytest.raises(TypeError, match="got True"):
+        SMALL[True]
+    with pytest.raises(IndexError, match="sequence index 2 out of range"):
+        SMALL.sequence(2)
+    np.testing.assert_array_equal(SMALL.sequence(-1), SMALL.sequence(1))
+
+
 def test_split_refuses_bool_and_float():
     # once: split(True) split into pieces of one token
     with pytest.raises(TypeError, match="split length must be an integer"):
