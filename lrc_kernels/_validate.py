@@ -77,14 +77,25 @@ def check_int(
     if minimum is not None and v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
     if maximum is not None and v > maximum:
-        raise ValueError(f"{name} must be <= {maximum} (2**{maximum.bit_length()}), got {v}")
+        raise ValueError(f"{name} must be <= {maximum}{_power(maximum)}, got {v}")
     return v
+
+
+def _power(n: int) -> str:
+    """`` (2**p)`` or `` (2**p - 1)`` when ``n`` is one of those, else ``""``."""
+    if n > 1024 and n & (n - 1) == 0:
+        return f" (2**{n.bit_length() - 1})"
+    if n > 1024 and (n + 1) & n == 0:
+        return f" (2**{n.bit_length()} - 1)"
+    return ""
 
 
 def plain(value: Any) -> str:
     """``repr`` of a value for messages, NumPy scalars as plain Python numbers."""
     if isinstance(value, np.generic):
         value = value.item()
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -188,6 +199,8 @@ def check_index_array(values: Any, name: str, size: int) -> np.ndarray:
 
     Floats and bools are refused (``TypeError``), out-of-range indices named (``IndexError``).
     """
+    if isinstance(values, (list, tuple)):  # element by element: no bool or float cast
+        values = np.asarray([check_int(v, name) for v in values], dtype=np.int64)
     a = np.asarray(values)
     if a.ndim == 0:
         a = a.reshape(1)

@@ -212,6 +212,7 @@ def synthetic_trace(
         raise ValueError("num_layers must be >= 1")
     if not 1 <= k <= E:
         raise ValueError(f"top_k must satisfy 1 <= top_k <= num_experts = {E}, got {k}")
+    _v.check_memory(16 * S, f"the lengths and offsets of {S} sequences", "lower num_sequences")
     if isinstance(seq_len, (int, np.integer)) and not isinstance(seq_len, bool):
         T = _nonneg_int(seq_len, "seq_len")
         lengths = np.full(S, T, dtype=np.int64)
