@@ -287,7 +287,7 @@ class Trace:
 
         Useful for long single-stream captures: the paper evaluates 512-token sequences.
         """
-        length = _v.check_int(length, "split length", 1)
+        length = _v.check_int(length, "split length", 1, what="a positive integer")
         new_off = [0]
         dom = []
         for s in range(self.num_sequences):

@@ -29,6 +29,7 @@ __all__ = [
     "MAX_EXPERTS",
     "MAX_WINDOW",
     "MAX_INT",
+    "IndexRangeError",
     "check_int",
     "check_bool",
     "check_choice",
@@ -61,18 +62,24 @@ Where = Callable[[int], str]
 
 # ------------------------------------------------------------------ scalars
 def check_int(
-    value: Any, name: str, minimum: int | None = None, maximum: int | None = MAX_INT
+    value: Any,
+    name: str,
+    minimum: int | None = None,
+    maximum: int | None = MAX_INT,
+    *,
+    what: str = "an integer",
 ) -> int:
     """``value`` as a Python int in ``[minimum, maximum]``.
 
     Raises ``TypeError`` for anything but ``int`` / NumPy integers (``bool`` and floats
-    included, even integral ones) and ``ValueError`` outside the range.
+    included, even integral ones) and ``ValueError`` outside the range. ``what`` describes
+    the expected value in the type error ("a positive integer").
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         shown = plain(value)
         if isinstance(value, (float, np.floating)) and np.isfinite(value) and value == int(value):
-            raise TypeError(f"{name} must be an integer, got the float {shown}; use int({shown})")
-        raise TypeError(f"{name} must be an integer, got {shown} ({type(value).__name__})")
+            raise TypeError(f"{name} must be {what}, got the float {shown}; use int({shown})")
+        raise TypeError(f"{name} must be {what}, got {shown} ({type(value).__name__})")
     v = int(value)
     if minimum is not None and v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
@@ -171,6 +178,11 @@ def check_memory(need: int, what: str, fix: str) -> None:
         )
 
 
+class IndexRangeError(IndexError, ValueError):
+    """An index outside its sequence: an ``IndexError`` that is also a ``ValueError``
+    (as NumPy's ``AxisError``), so code catching either keeps working."""
+
+
 # ------------------------------------------------------------------- arrays
 def id_dtype_for(num_experts: int) -> np.dtype:
     """Narrowest unsigned dtype that holds every id in ``[0, num_experts)``."""
@@ -213,7 +225,10 @@ def check_index_array(values: Any, name: str, size: int) -> np.ndarray:
     check_int_array(a, name)
     bad = np.flatnonzero((a < -size) | (a >= size))
     if bad.size:
-        raise IndexError(f"{name}[{int(bad[0])}] = {int(a[bad[0]])} is out of range [0, {size})")
+        i = int(bad[0])
+        raise IndexRangeError(
+            f"{name} {plain(a.tolist())} out of range [0, {size}): {name}[{i}] = {int(a[i])}"
+        )
     a = a.astype(np.int64)
     return np.where(a < 0, a + size, a)
 
@@ -347,6 +362,7 @@ def check_weights(
     dtype: np.dtype | None = None,
     *,
     copy: bool = True,
+    prefix: str = "",
 ) -> np.ndarray:
     """Gate weights: floating, of ``shape``, finite, >= 0 (and within ``dtype`` if given).
 
@@ -364,8 +380,8 @@ def check_weights(
         r, l, j = (int(v) for v in np.argwhere(bad)[0])
         over = f" or overflows {np.dtype(dtype).name}" if dtype is not None else ""
         raise ValueError(
-            f"{where(r)}, layer {l}, slot {j}: gate weight {w[r, l, j]!r} is negative, NaN, "
-            f"infinite{over}; weights must be finite and >= 0"
+            f"{prefix}gate weight {plain(w[r, l, j])} at {where(r)}, layer {l}, slot {j} is "
+            f"negative, NaN, infinite{over}; weights must be finite and >= 0"
         )
     if not copy and dtype is None:
         return np.ascontiguousarray(w)

@@ -543,7 +543,7 @@ class TraceWriter:
 
 
 def _pos_int(v: Any, name: str) -> int:
-    return _v.check_int(v, name, 1)
+    return _v.check_int(v, name, 1, what="a positive integer")
 
 
 def _checked_ids(x: np.ndarray, E: int, where) -> np.ndarray:
@@ -554,7 +554,7 @@ def _checked_ids(x: np.ndarray, E: int, where) -> np.ndarray:
 
 def _checked_weights(weights: Any, shape: tuple, dtype: np.dtype, where: str) -> np.ndarray:
     w = _to_numpy(weights, "weights")
-    return _v.check_weights(w, shape, lambda t: f"{where}: token {t}", dtype)
+    return _v.check_weights(w, shape, lambda t: f"token {t}", dtype, prefix=f"{where}: ")
 
 
 def _checked_token_ids(token_ids: Any, T: int, where: str) -> np.ndarray:
@@ -1016,14 +1016,17 @@ class _File:
                 raise TraceFileError(f"{where}: checksum mismatch in 'domain' (corrupt file)")
             doms = np.asarray(labels, dtype=object)
 
-        def at(r: int) -> str:
+        def in_file(r: int) -> str:
             s = int(np.searchsorted(off, r, side="right") - 1)
-            return f"{where}, file sequence {first + s}, token {r - off[s]}"
+            return f"file sequence {first + s}, token {r - off[s]}"
+
+        def at(r: int) -> str:
+            return f"{where}, {in_file(r)}"
 
         try:
             ids = _v.check_ids(ids, self.E, at, hint="(corrupt or mislabelled file)")
             if w is not None:
-                w = _v.check_weights(w, ids.shape, at, copy=False)
+                w = _v.check_weights(w, ids.shape, in_file, copy=False, prefix=f"{where}: ")
         except (TypeError, ValueError) as exc:
             raise TraceFileError(str(exc)) from None
         return {"ids": ids, "off": off, "domains": doms, "weights": w, "tokens": tok}

@@ -130,20 +130,28 @@ def test_hit_curve_tables_are_refused_before_allocating(monkeypatch):
 # ------------------------------------------------------------ Trace methods
 def test_select_refuses_float_indices():
     # once: sequences=[0.9] silently selected sequence 0
-    with pytest.raises(TypeError, match="sequences must have an integer dtype"):
+    with pytest.raises(TypeError, match=r"sequences must be an integer, got 0.9 \(float\)"):
         SMALL.select(sequences=[0.9])
-    with pytest.raises(TypeError, match="layers must have an integer dtype"):
+    with pytest.raises(TypeError, match=r"layers must be an integer, got the float 1.0"):
         SMALL.select(layers=[1.0])
-    with pytest.raises(TypeError, match="integer dtype"):
+    with pytest.raises(TypeError, match="got True"):
         SMALL.select(sequences=[True])
+    with pytest.raises(TypeError, match="integer dtype"):  # arrays: by dtype
+        SMALL.select(sequences=np.array([0.0]))
 
 
 def test_select_out_of_range_and_empty():
     # once: raw NumPy errors
-    with pytest.raises(IndexError, match=r"sequences\[0\] = 5 is out of range \[0, 2\)"):
+    with pytest.raises(
+        IndexError, match=r"sequences \[5\] out of range \[0, 2\): sequences\[0\] = 5"
+    ):
         SMALL.select(sequences=[5])
-    with pytest.raises(IndexError, match=r"layers\[1\] = -3 is out of range \[0, 2\)"):
+    with pytest.raises(
+        IndexError, match=r"layers \[0, -3\] out of range \[0, 2\): layers\[1\] = -3"
+    ):
         SMALL.select(layers=[0, -3])
+    with pytest.raises(ValueError, match=r"sequences \[-3\] out of range"):  # both types
+        SMALL.select(sequences=[-3])
     with pytest.raises(ValueError, match="layers is empty"):
         SMALL.select(layers=[])
     # negative indices count from the end, as for sequence()
@@ -164,9 +172,9 @@ def test_sequence_index_must_be_an_integer():
 
 def test_split_refuses_bool_and_float():
     # once: split(True) split into pieces of one token
-    with pytest.raises(TypeError, match="split length must be an integer"):
+    with pytest.raises(TypeError, match="split length must be a positive integer"):
         SMALL.split(True)
-    with pytest.raises(TypeError, match="split length must be an integer"):
+    with pytest.raises(TypeError, match="split length must be a positive integer"):
         SMALL.split(4.0)
     with pytest.raises(ValueError, match="split length must be >= 1"):
         SMALL.split(0)
