@@ -97,13 +97,24 @@ def _power(n: int) -> str:
     return ""
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return _Shown(f"an array of shape {tuple(value.shape)} and dtype {value.dtype}")
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+class _Shown(str):
+    def __repr__(self) -> str:
+        return str(self)
+
+
 def plain(value: Any) -> str:
     """``repr`` of a value for messages, NumPy scalars as plain Python numbers."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if hasattr(value, "shape") and hasattr(value, "dtype"):
-        return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
-    text = repr(value)
+    text = repr(_plain(value))
     return text if len(text) <= 80 else text[:77] + "..."
 
 

@@ -63,7 +63,7 @@ def want_choice(v, choices):
 
 
 def want_ms(m):
-    if isinstance(m, (list, tuple, np.ndarray)):
+    if isinstance(m, (list, tuple, np.ndarray, range)):
         vals = list(np.asarray(m).ravel()) if isinstance(m, np.ndarray) else list(m)
         if isinstance(m, np.ndarray) and m.dtype.kind not in "iu":
             raise Invalid
