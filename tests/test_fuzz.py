@@ -406,7 +406,7 @@ def cli_cases(draw):
         if cmd == "srp" and draw(st.booleans()):
             b = draw(CLI_NUMBERS)
             argv += ["--bootstrap", b]
-            valid = valid and b.isdigit() and int(b) <= 3
+            valid = valid and b.isdigit()  # a huge B is refused clearly (memory)
         if cmd == "sch" and draw(st.booleans()):
             lv = draw(st.sampled_from(["layer", "model", "expert", "x"]))
             argv += ["--level", lv]
