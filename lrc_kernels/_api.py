@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._messages import plain
+from . import _validate as _v
 from ._results import HitCurve, SRPResult
 from ._trace import Trace, _is_device_array, as_trace
 
@@ -45,31 +45,13 @@ _BOOTSTRAP_TABLE_LIMIT = int(os.environ.get("LRC_BOOTSTRAP_TABLE_LIMIT", 4 << 30
 
 
 # ------------------------------------------------------------------ argument checks
-def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"unknown {name} {plain(value)!r}; choose one of {', '.join(choices)}")
-    return value
+# (lrc_kernels._validate owns them; these names are kept for the modules that use them)
+_check_choice = _v.check_choice
+_check_ms = _v.check_windows
 
 
 def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        if isinstance(value, (float, np.floating)) and float(value).is_integer():
-            v = plain(value)
-            raise TypeError(f"{name} must be an integer, got the float {v!r}; use int({v!r})")
-        raise TypeError(f"{name} must be an integer, got {plain(value)!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {plain(value)}")
-    return int(value)
-
-
-def _check_ms(m: Any) -> tuple[np.ndarray, bool]:
-    """Segment lengths as an int64 array, and whether a single m (no leading axis) was given."""
-    if isinstance(m, (list, tuple, np.ndarray, range)):
-        ms = list(np.asarray(m).ravel()) if isinstance(m, np.ndarray) else list(m)
-        if not ms:
-            raise ValueError("m is an empty list; give at least one segment length")
-        return np.asarray([_check_int(v, "m", 1) for v in ms], dtype=np.int64), False
-    return np.asarray([_check_int(m, "m", 1)], dtype=np.int64), True
+    return _v.check_int(value, name, minimum)
 
 
 # ---------------------------------------------------------------------- sources
@@ -252,6 +234,8 @@ def srp_from_histogram(histogram: Any, m: int) -> tuple[Any, Any, Any]:
         raise ValueError(f"histogram's last axis must have m + 1 = {m + 1} bins, got {H.shape}")
     if H.size and H.min() < 0:
         raise ValueError("histogram counts must be >= 0")
+    if H.size and H.max() > _v.MAX_INT:
+        raise ValueError(f"histogram counts must be <= {_v.MAX_INT}, got {int(H.max())}")
     f1, thr, ratio = _best(np.ascontiguousarray(H, dtype=np.int64), m)
     return _scalarize(f1), _scalarize(thr), _scalarize(ratio)
 
@@ -326,8 +310,15 @@ def srp(
     ms, single_m = _check_ms(m)
     _check_choice(level, "level", LEVELS_SRP)
     B = _check_int(bootstrap, "bootstrap", 0)
-    if not isinstance(confidence, (float, int, np.floating)) or not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie strictly between 0 and 1, got {plain(confidence)!r}")
+    if isinstance(confidence, (bool, np.bool_)) or not isinstance(
+        confidence, (float, int, np.floating, np.integer)
+    ):
+        raise TypeError(f"confidence must be a number in (0, 1), got {_v.plain(confidence)}")
+    if not 0 < confidence < 1:
+        raise ValueError(
+            f"confidence must lie strictly between 0 and 1, got {_v.plain(confidence)}"
+        )
+    by_domain = _v.check_bool(by_domain, "by_domain")
     seed = _check_int(seed, "seed", 0)
     _check_choice(backend, "backend", BACKENDS)
 
@@ -346,6 +337,7 @@ def srp(
     batches, streamed = _batches(trace, num_experts, progress)
     for batch in batches:
         first = _check_shape(first, batch)
+        _srp_memory(batch, per_expert, width)
         bk, experts = _backend(backend, batch)
         codes = dom.codes(_domain_labels(batch, by_domain))
         G = len(dom.index)
@@ -407,6 +399,11 @@ def srp(
     ci_lo, ci_hi = [], []
     if per_seq:
         S = lengths.shape[0]
+        _v.check_memory(
+            2 * B * S * 8,
+            f"the bootstrap resample weights ({B} resamples x {S} sequences, int64, twice)",
+            "lower bootstrap",
+        )
         rng = np.random.default_rng(seed)
         draws = rng.integers(0, S, size=(B, S)) if S else np.zeros((B, 0), np.int64)
         Wmat = np.bincount((draws + (np.arange(B) * S)[:, None]).ravel(), minlength=B * S).reshape(
@@ -488,6 +485,19 @@ def srp(
 
         res._activation_fn = _lazy
     return res
+
+
+def _srp_memory(batch: Trace, per_expert: bool, width: int) -> None:
+    """Refuse, before allocating, SRP histograms that cannot fit in memory."""
+    Eo = batch.num_experts if per_expert else 1
+    # one (L, E, sum(m + 1)) int64 table, and two int64 counters per expert and thread
+    need = (batch.num_layers * Eo * width + 2 * batch.num_experts * (os.cpu_count() or 1)) * 8
+    _v.check_memory(
+        need,
+        f"SRP's window-count histograms ({batch.num_layers} layers x {Eo} experts x {width} "
+        "count bins, int64)",
+        "lower m (each m adds m + 1 bins) or check num_experts",
+    )
 
 
 def _act_ratio(tab: np.ndarray, m: int, win: np.ndarray, by_domain: bool) -> np.ndarray:
@@ -602,8 +612,8 @@ def hit_curve(
             raise ValueError(f"m applies only to policy='sch', not {policy!r}; drop m=")
         ms, single_m = np.zeros(1, np.int64), True
     _check_choice(level, "level", LEVELS_CACHE)
-    if not isinstance(warm_start, (bool, np.bool_)):
-        raise TypeError(f"warm_start must be True or False, got {warm_start!r}")
+    _v.check_bool(warm_start, "warm_start")
+    by_domain = _v.check_bool(by_domain, "by_domain")
     _check_choice(backend, "backend", BACKENDS)
     model_level = level == "model"
 
@@ -621,6 +631,13 @@ def hit_curve(
                 f"limit of {_MAX_CACHE_IDS:,} ids (its state is O(ids) per thread); is "
                 "num_experts right?"
             )
+        Lo = 1 if model_level else batch.num_layers
+        _v.check_memory(
+            (Lo * (n_cache + 1) + 5 * n_cache * (os.cpu_count() or 1)) * 8,
+            f"the {level}-level stack-depth tables ({Lo} x {n_cache + 1} int64, and five "
+            "int64 per cache id and thread)",
+            "use level='layer' or check num_experts",
+        )
         bk, experts = _backend(backend, batch)
         dcode = dom.codes(_domain_labels(batch, by_domain))
         keys = list(zip(dcode.tolist(), batch.lengths.tolist(), strict=True))
@@ -744,6 +761,7 @@ def load_balance(
     Over all experts of all MoE layers, at segment length ``m`` (the paper: 16), over all
     domains. The paper prints this value x100.
     """
+    m = _v.check_int(m, "m", 1, _v.MAX_WINDOW)
     r = srp(trace, m, level="expert", num_experts=num_experts, backend=backend)
     a = np.asarray(r.activation_ratio, dtype=np.float64).ravel()
     if a.size < 2 or np.isnan(a).any():
@@ -769,6 +787,7 @@ def domain_specialization(
     -------
     (float, ndarray of shape (L, E))
     """
+    m = _v.check_int(m, "m", 1, _v.MAX_WINDOW)
     r = srp(trace, m, level="expert", by_domain=True, num_experts=num_experts, backend=backend)
     a = np.asarray(r.activation_ratio, dtype=np.float64)  # (D, L, E)
     keep = a > min_ratio

@@ -11,18 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from ._messages import plain
+from . import _validate as _v
+from ._validate import id_dtype_for
 
 __all__ = ["Trace", "as_trace", "id_dtype_for"]
-
-
-def id_dtype_for(num_experts: int) -> np.dtype:
-    """Narrowest unsigned dtype that holds every id in ``[0, num_experts)``."""
-    if num_experts <= 256:
-        return np.dtype(np.uint8)
-    if num_experts <= 65536:
-        return np.dtype(np.uint16)
-    return np.dtype(np.uint32)
 
 
 def _is_device_array(x: Any) -> bool:
@@ -50,38 +42,11 @@ def _to_numpy(x: Any, what: str) -> np.ndarray:
         raise TypeError(f"{what} could not be converted to a numpy array: {exc}") from exc
 
 
-def _check_int_array(a: np.ndarray, what: str) -> None:
-    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
-        hint = ""
-        if np.issubdtype(a.dtype, np.floating):
-            hint = (
-                " Expert ids must be integers; if these are router logits or scores, take "
-                "the top-k indices first (e.g. scores.argsort(-1)[..., ::-1][..., :k])."
-            )
-        raise TypeError(f"{what} must have an integer dtype, got {a.dtype}.{hint}")
-
-
-def _validate_num_experts(num_experts: Any) -> int:
-    if isinstance(num_experts, (bool, np.bool_)) or not isinstance(num_experts, (int, np.integer)):
-        raise TypeError(f"num_experts must be a positive integer, got {plain(num_experts)!r}")
-    if num_experts < 1:
-        raise ValueError(f"num_experts must be >= 1, got {plain(num_experts)}")
-    return int(num_experts)
-
-
-def _check_layout(L: int, k: int, E: int) -> None:
-    """Layers and slots of an ``(N, L, k)`` id array, against ``E`` experts."""
-    if L == 0:
-        raise ValueError("experts has 0 layers (shape[1] == 0); a trace needs >= 1 layer")
-    if k == 0:
-        raise ValueError(
-            "experts has k = 0 routing slots (shape[2] == 0); a trace needs top-k >= 1"
-        )
-    if k > E:
-        raise ValueError(
-            f"top-k = {k} exceeds num_experts = {E}: ids within a token must be "
-            "distinct, so k <= num_experts. Is num_experts too small?"
-        )
+# Back-compatible names for the shared checks (lrc_kernels._validate owns them).
+_check_int_array = _v.check_int_array
+_validate_num_experts = _v.check_num_experts
+_check_layout = _v.check_layout
+_locate = _v.locate
 
 
 class Trace:
@@ -167,6 +132,8 @@ class Trace:
         S = off.shape[0] - 1
         self._domains = _check_domains(domains, S)
         self._weights = _check_weights(weights, x.shape, off) if weights is not None else None
+        if meta is not None and not isinstance(meta, Mapping):
+            raise TypeError(f"meta must be a mapping (dict) or None, got {type(meta).__name__}")
         self._meta = dict(meta) if meta is not None else {}
 
     # ------------------------------------------------------------------ checks
@@ -174,27 +141,7 @@ class Trace:
     def _check_offsets(offsets: Any, N: int) -> np.ndarray:
         if offsets is None:
             return np.array([0, N], dtype=np.int64)
-        off = _to_numpy(offsets, "offsets")
-        _check_int_array(off, "offsets")
-        if off.ndim != 1 or off.shape[0] < 1:
-            raise ValueError(
-                f"offsets must be a 1-D array of S+1 sequence boundaries, got shape {off.shape}"
-            )
-        off = off.astype(np.int64)
-        if off[0] != 0:
-            raise ValueError(f"offsets must start at 0, got offsets[0] = {off[0]}")
-        d = np.diff(off)
-        if d.size and d.min() < 0:
-            s = int(np.argmax(d < 0))
-            raise ValueError(
-                f"offsets must be non-decreasing: offsets[{s + 1}] = {off[s + 1]} < "
-                f"offsets[{s}] = {off[s]} (sequence {s} would have negative length)"
-            )
-        if off[-1] != N:
-            raise ValueError(
-                f"offsets must end at the number of token rows N = {N}, got offsets[-1] = {off[-1]}"
-            )
-        return np.ascontiguousarray(off)
+        return _v.check_offsets(_to_numpy(offsets, "offsets"), N)
 
     # -------------------------------------------------------------- properties
     @property
@@ -276,6 +223,7 @@ class Trace:
     def sequence(self, s: int) -> np.ndarray:
         """Expert ids of sequence ``s``, shape ``(T_s, L, k)`` (a view)."""
         S = self.num_sequences
+        s = _v.check_int(s, "sequence index")
         if not -S <= s < S:
             raise IndexError(f"sequence index {s} out of range for a trace of {S} sequences")
         s %= S
@@ -302,16 +250,18 @@ class Trace:
                     f"no sequence has domain {domain!r}; known: {sorted(set(self._domains))}"
                 )
         if sequences is not None:
-            idx = idx[np.asarray(sequences, dtype=np.int64)]
+            idx = idx[_v.check_index_array(sequences, "sequences", idx.size)]
         lens = self.lengths[idx]
         rows = (
             np.concatenate([np.arange(self._offsets[s], self._offsets[s + 1]) for s in idx])
             if idx.size
             else np.zeros(0, np.int64)
         )
-        lay = slice(None) if layers is None else np.asarray(layers, dtype=np.int64)
-        if layers is not None and (lay.min() < 0 or lay.max() >= self.num_layers):
-            raise ValueError(f"layers {plain(layers)!r} out of range [0, {self.num_layers})")
+        lay: Any = slice(None)
+        if layers is not None:
+            lay = _v.check_index_array(layers, "layers", self.num_layers)
+            if lay.size == 0:
+                raise ValueError("layers is empty; a trace needs >= 1 layer")
         if _is_device_array(self._experts):  # stay on the device
             import cupy as cp
 
@@ -337,8 +287,7 @@ class Trace:
 
         Useful for long single-stream captures: the paper evaluates 512-token sequences.
         """
-        if not isinstance(length, (int, np.integer)) or length < 1:
-            raise ValueError(f"split length must be a positive integer, got {plain(length)!r}")
+        length = _v.check_int(length, "split length", 1, what="a positive integer")
         new_off = [0]
         dom = []
         for s in range(self.num_sequences):
@@ -368,42 +317,9 @@ class Trace:
 
 
 # ---------------------------------------------------------------------------
-def _locate(off: np.ndarray, row: int) -> tuple[int, int]:
-    # the last sequence starting at or before `row` is the non-empty one holding it
-    s = int(np.searchsorted(off, row, side="right") - 1)
-    return s, int(row - off[s])
-
-
 def _validate_ids(x: np.ndarray, off: np.ndarray, E: int) -> np.ndarray:
     """Range and duplicate checks; returns the ids in the canonical unsigned dtype."""
-    if x.size:
-        lo = x.min()
-        hi = x.max()
-        if lo < 0 or hi >= E:
-            bad = np.argwhere((x < 0) | (x >= E))[0]
-            r, l, j = (int(v) for v in bad)
-            s, t = _locate(off, r)
-            v = int(x[r, l, j])
-            why = "is negative" if v < 0 else f"is >= num_experts = {E}"
-            raise ValueError(
-                f"expert id {v} at sequence {s}, token {t}, layer {l}, slot {j} {why}; ids "
-                f"must lie in [0, {E}). Check num_experts, and that padding (e.g. -1) was "
-                "removed."
-            )
-    canon = id_dtype_for(E)
-    y = np.ascontiguousarray(x, dtype=canon)
-    if y.size and y.shape[2] > 1:
-        from .cpu._validate import first_duplicate
-
-        r, l, j = first_duplicate(y)
-        if r >= 0:
-            s, t = _locate(off, r)
-            raise ValueError(
-                f"duplicate expert id {int(y[r, l, j])} within one token at sequence {s}, "
-                f"token {t}, layer {l} (slots {list(map(int, y[r, l]))}); the top-k ids of a "
-                "token must be distinct"
-            )
-    return y
+    return _v.check_ids(x, E, _v.sequence_where(off))
 
 
 def _check_domains(domains: Any, S: int) -> np.ndarray | None:
@@ -427,19 +343,7 @@ def _check_domains(domains: Any, S: int) -> np.ndarray | None:
 
 def _check_weights(weights: Any, shape: tuple[int, ...], off: np.ndarray) -> np.ndarray:
     w = _to_numpy(weights, "weights")
-    if not np.issubdtype(w.dtype, np.floating):
-        raise TypeError(f"weights must be floating point, got {w.dtype}")
-    if w.shape != tuple(shape):
-        raise ValueError(f"weights shape {w.shape} must equal experts shape {tuple(shape)}")
-    bad = ~np.isfinite(w) | (w < 0)
-    if bad.any():
-        r, l, j = (int(v) for v in np.argwhere(bad)[0])
-        s, t = _locate(off, r)
-        raise ValueError(
-            f"gate weight {w[r, l, j]} at sequence {s}, token {t}, layer {l}, slot {j} is "
-            "NaN, infinite or negative; weights must be finite and >= 0"
-        )
-    return np.ascontiguousarray(w)
+    return _v.check_weights(w, shape, _v.sequence_where(off), copy=False)
 
 
 _NEED_E = (

@@ -579,6 +579,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read the complete part of files still being written (or interrupted)",
     )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="read every record batch and check ids, offsets, weights and domains "
+        "(exit 1 at the first bad place); without it only the footer is read",
+    )
     _add_output(p)
     _add_common(p)
     p.set_defaults(func=cmd_info)
@@ -831,6 +837,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_info(args: argparse.Namespace) -> int:
     sources = open_sources(args.traces, allow_incomplete=args.allow_incomplete)
     rows = [s.info() for s in sources]
+    for s, r in zip(sources, rows, strict=True):
+        r["verified"] = _verify_source(s, r) if getattr(args, "verify", False) else False
 
     def human() -> str:
         blocks = []
@@ -854,6 +862,12 @@ def cmd_info(args: argparse.Namespace) -> int:
                 ("file size", _human_bytes(r["file_bytes"])),
                 ("bytes/activation", "-" if bpa is None else f"{bpa:.3f}"),
                 ("created", r["created"] or "-"),
+                (
+                    "data",
+                    "verified (every batch read and checked)"
+                    if r["verified"]
+                    else "not verified (metadata and index only; lrc info --verify reads the data)",
+                ),
             ]
             w = max(len(k) for k, _ in pairs)
             blocks.append("\n".join(f"{k.ljust(w)}  {v}" for k, v in pairs))
@@ -861,6 +875,26 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     _emit(args, lambda: _info_frame(rows), human)
     return EXIT_OK
+
+
+def _verify_source(source: TraceSource, row: dict[str, Any]) -> bool:
+    """Decode every record batch (ids, offsets, weights, domains checked); raise at the first
+    bad place, or when the data disagree with the index the footer figures come from."""
+    from .io import TraceFileError
+
+    tokens = sequences = 0
+    try:
+        for b in source.reader.batches(1 << 20, weights=True):
+            tokens += b.num_tokens
+            sequences += b.num_sequences
+    except (TraceFileError, ValueError, TypeError) as exc:
+        raise CLIError(f"{source.path}: verification failed: {exc}") from None
+    if (tokens, sequences) != (row["tokens"], row["sequences"]):
+        raise CLIError(
+            f"{source.path}: verification failed: the data hold {sequences} sequences and "
+            f"{tokens} tokens but the index says {row['sequences']} and {row['tokens']}"
+        )
+    return True
 
 
 def _human_bytes(n: int) -> str:

@@ -26,9 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from ._messages import plain
+from . import _validate as _v
 from ._trace import Trace, _to_numpy, _validate_num_experts, id_dtype_for
-from .cpu._jit import jit, prange
 
 __all__ = [
     "FORMAT_NAME",
@@ -133,7 +132,10 @@ def _codec(compression: str | None, level: int | None) -> str | pa.Codec | None:
         raise ValueError(f"compression must be 'zstd', 'lz4' or None, got {compression!r}")
     if level is None:
         return compression
-    return pa.Codec(compression, compression_level=int(level))
+    lo = pa.Codec.minimum_compression_level(compression)
+    hi = pa.Codec.maximum_compression_level(compression)
+    level = _v.check_int(level, "compression_level", lo, hi)
+    return pa.Codec(compression, compression_level=level)
 
 
 def _schema(info: dict, id_type: pa.DataType, w_type: pa.DataType | None, tok: bool) -> pa.Schema:
@@ -541,96 +543,18 @@ class TraceWriter:
 
 
 def _pos_int(v: Any, name: str) -> int:
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive integer, got {plain(v)!r}")
-    if v < 1:
-        raise ValueError(f"{name} must be >= 1, got {plain(v)}")
-    return int(v)
+    return _v.check_int(v, name, 1, what="a positive integer")
 
 
 def _checked_ids(x: np.ndarray, E: int, where) -> np.ndarray:
     """Ids in the canonical dtype (always a fresh, contiguous array) after range/duplicate
     checks; ``where(t)`` names token row ``t`` in messages."""
-    if x.size:
-        lo, hi = x.min(), x.max()
-        if lo < 0 or hi >= E:
-            r, l, j = (int(v) for v in np.argwhere((x < 0) | (x >= E))[0])
-            v = int(x[r, l, j])
-            raise ValueError(
-                f"{where(r)}, layer {l}, slot {j}: expert id {v} is outside [0, {E}); check "
-                "num_experts and that padding (e.g. -1) was removed"
-            )
-    y = np.array(x, dtype=id_dtype_for(E), order="C", copy=True)
-    _check_duplicates(y, where, E)
-    return y
-
-
-@jit(parallel=True)
-def _first_duplicate_stamped(x, E):  # pragma: no cover - compiled
-    # O(k) per (token, layer): stamp each id with a per-(token, layer) tag; ids < E
-    N, L, k = x.shape
-    n_chunks = min(N, 256)
-    size = (N + n_chunks - 1) // n_chunks
-    found = np.full(n_chunks, -1, np.int64)
-    slot = np.zeros(n_chunks, np.int64)
-    for c in prange(n_chunks):
-        stamp = np.zeros(E, np.int64)
-        tag = 0
-        for r in range(c * size, min(N, (c + 1) * size)):
-            for l in range(L):
-                tag += 1
-                for j in range(k):
-                    e = x[r, l, j]
-                    if stamp[e] == tag:
-                        found[c] = r * L + l
-                        slot[c] = j
-                        break
-                    stamp[e] = tag
-                if found[c] >= 0:
-                    break
-            if found[c] >= 0:
-                break
-    for c in range(n_chunks):
-        if found[c] >= 0:
-            return found[c] // L, found[c] % L, slot[c]
-    return -1, -1, -1
-
-
-def _first_duplicate(y: np.ndarray, E: int) -> tuple[int, int, int]:
-    """(row, layer, slot) of the first id repeated within its token, or (-1, -1, -1)."""
-    if E <= 65536:
-        r, l, j = _first_duplicate_stamped(y, E)
-        return int(r), int(l), int(j)
-    from .cpu._validate import first_duplicate
-
-    return first_duplicate(y)
-
-
-def _check_duplicates(y: np.ndarray, where, E: int) -> None:
-    """Raise naming the first repeated id; ``y`` holds ids already checked to be < E."""
-    if y.size and y.shape[2] > 1:
-        r, l, j = _first_duplicate(y, E)
-        if r >= 0:
-            raise ValueError(
-                f"{where(r)}, layer {l}: expert id {int(y[r, l, j])} appears twice among the "
-                f"token's top-k {list(map(int, y[r, l]))}; ids within a token must be distinct"
-            )
+    return _v.check_ids(x, E, where, copy=True)
 
 
 def _checked_weights(weights: Any, shape: tuple, dtype: np.dtype, where: str) -> np.ndarray:
     w = _to_numpy(weights, "weights")
-    if not np.issubdtype(w.dtype, np.floating):
-        raise TypeError(f"{where}: weights must be floating point, got {w.dtype}")
-    if w.shape != tuple(shape):
-        raise ValueError(f"{where}: weights shape {w.shape} must equal experts shape {shape}")
-    bad = ~np.isfinite(w) | (w < 0) | (w > np.finfo(dtype).max)
-    if bad.any():
-        t, l, j = (int(v) for v in np.argwhere(bad)[0])
-        raise ValueError(
-            f"{where}: gate weight {plain(w[t, l, j])!r} at token {t}, layer {l}, slot {j} is "
-            f"negative, NaN, infinite or overflows {dtype.name}"
-        )
-    return np.array(w, dtype=dtype, order="C", copy=True)
+    return _v.check_weights(w, shape, lambda t: f"token {t}", dtype, prefix=f"{where}: ")
 
 
 def _checked_token_ids(token_ids: Any, T: int, where: str) -> np.ndarray:
@@ -1092,33 +1016,19 @@ class _File:
                 raise TraceFileError(f"{where}: checksum mismatch in 'domain' (corrupt file)")
             doms = np.asarray(labels, dtype=object)
 
-        def at(r: int) -> str:
+        def in_file(r: int) -> str:
             s = int(np.searchsorted(off, r, side="right") - 1)
-            return f"{where}, file sequence {first + s}, token {r - off[s]}"
+            return f"file sequence {first + s}, token {r - off[s]}"
 
-        if ids.size and (self.id_dtype.itemsize > 1 or self.E < 256):
-            hi = ids.max()
-            if hi >= self.E:
-                r, l, j = (int(v) for v in np.argwhere(ids >= self.E)[0])
-                raise TraceFileError(
-                    f"{at(r)}, layer {l}, slot {j}: expert id {int(ids[r, l, j])} is >= "
-                    f"num_experts = {self.E} (corrupt or mislabelled file)"
-                )
-        canon = id_dtype_for(self.E)
-        if ids.dtype != canon:
-            ids = ids.astype(canon)
+        def at(r: int) -> str:
+            return f"{where}, {in_file(r)}"
+
         try:
-            _check_duplicates(np.ascontiguousarray(ids), at, self.E)
-        except ValueError as exc:
+            ids = _v.check_ids(ids, self.E, at, hint="(corrupt or mislabelled file)")
+            if w is not None:
+                w = _v.check_weights(w, ids.shape, in_file, copy=False, prefix=f"{where}: ")
+        except (TypeError, ValueError) as exc:
             raise TraceFileError(str(exc)) from None
-        if w is not None:
-            bad = ~np.isfinite(w) | (w < 0)
-            if bad.any():
-                r, l, j = (int(v) for v in np.argwhere(bad)[0])
-                raise TraceFileError(
-                    f"{at(r)}, layer {l}, slot {j}: stored gate weight {w[r, l, j]} is "
-                    "negative or not finite"
-                )
         return {"ids": ids, "off": off, "domains": doms, "weights": w, "tokens": tok}
 
     def meta(self) -> dict:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._messages import plain
+from . import _validate as _v
 from ._trace import Trace, _validate_num_experts, id_dtype_for
 from .cpu._jit import jit, prange
 
@@ -212,6 +212,7 @@ def synthetic_trace(
         raise ValueError("num_layers must be >= 1")
     if not 1 <= k <= E:
         raise ValueError(f"top_k must satisfy 1 <= top_k <= num_experts = {E}, got {k}")
+    _v.check_memory(16 * S, f"the lengths and offsets of {S} sequences", "lower num_sequences")
     if isinstance(seq_len, (int, np.integer)) and not isinstance(seq_len, bool):
         T = _nonneg_int(seq_len, "seq_len")
         lengths = np.full(S, T, dtype=np.int64)
@@ -241,6 +242,12 @@ def synthetic_trace(
     names, dom = _domain_labels(domains, S)
     D = 1 if names is None else len(names)
 
+    n_ids = int(lengths.sum()) * L * k
+    _v.check_memory(
+        (3 * D * L + 2) * E * 8 + n_ids * id_dtype_for(E).itemsize,
+        f"a synthetic trace of {n_ids} ids with per-layer tables over {E} experts",
+        "lower num_experts, seq_len or num_sequences",
+    )
     rng = np.random.default_rng([seed, 0x5EED])
     base = (np.arange(1, E + 1, dtype=np.float64)) ** -skew
     prob = np.empty((D * L, E), dtype=np.float64)
@@ -270,8 +277,4 @@ def synthetic_trace(
 
 
 def _nonneg_int(v: Any, name: str) -> int:
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {plain(v)!r}")
-    if v < 0:
-        raise ValueError(f"{name} must be >= 0, got {plain(v)}")
-    return int(v)
+    return _v.check_int(v, name, 0)

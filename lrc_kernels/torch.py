@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import _validate as _v
 from ._capture._recorder import Recorder, group_paths
 from ._capture._sites import MoESite, find_moe_sites
 from ._trace import Trace
@@ -479,8 +480,7 @@ def capture_model(
     Encoder-decoder models get the same sequence as encoder input and decoder input
     (teacher forcing), recorded as two traces.
     """
-    if not isinstance(seq_len, int) or seq_len < 1:
-        raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
+    seq_len = _v.check_int(seq_len, "seq_len", 1)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if max_sequences is not None and (not isinstance(max_sequences, int) or max_sequences < 1):

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import _validate as _v
 from .._messages import plain
-from .._trace import Trace, _check_int_array, _check_layout, _locate, id_dtype_for
+from .._trace import Trace
 
 __all__ = [
     "KERNEL_DIR",
@@ -112,7 +113,7 @@ def geometry(
 
 # ---------------------------------------------------------------------------- helpers
 def _shape3(x: Any) -> tuple[int, int, int]:
-    _check_int_array(x, "experts")
+    _v.check_int_array(x, "experts")
     if x.ndim != 3:
         raise ValueError(f"experts must have shape (tokens, layers, k), got shape {x.shape}")
     n_rows, L, k = (int(v) for v in x.shape)
@@ -126,25 +127,18 @@ def _as_ids(x: Any, num_experts: int, xp: Any, launch: Launcher) -> Any:
     within a token would write out of bounds on a GPU: checked here, on the device.
     """
     _shape3(x)
-    if x.size:
-        lo, hi = int(x.min()), int(x.max())
-        if lo < 0 or hi >= num_experts:
-            raise ValueError(
-                f"expert ids span [{lo}, {hi}] but must lie in [0, {num_experts}); build a "
-                "lrc_kernels.Trace (which names the offending token) or fix num_experts"
-            )
-    if np.dtype(x.dtype) not in _SUFFIX:
-        x = x.astype(id_dtype_for(num_experts))
-    x = xp.ascontiguousarray(x)
-    if x.size and x.shape[2] > 1:
-        r, l, j = first_duplicate(x, xp=xp, launch=launch)
-        if r >= 0:
-            raise ValueError(
-                f"duplicate expert id {int(x[r, l, j])} at token row {r}, layer {l}, slot "
-                f"{j}; the top-k ids of a token must be distinct (build a lrc_kernels.Trace "
-                "to validate the input)"
-            )
-    return x
+    return _v.check_ids(x, num_experts, _row_where, scan=_device_scan(xp, launch))
+
+
+def _row_where(r: int) -> str:
+    return f"token row {r}"
+
+
+def _device_scan(xp: Any, launch: Launcher):
+    def scan(y: Any, E: int) -> tuple[int, int, int]:
+        return first_duplicate(y, xp=xp, launch=launch)
+
+    return scan
 
 
 def _seq_arrays(
@@ -351,8 +345,8 @@ def validate_ids(
     Returns the ids as a C-contiguous array of the canonical dtype
     (:func:`lrc_kernels._trace.id_dtype_for`) and the offsets as numpy int64.
     """
-    E = int(num_experts)
-    _check_int_array(x, "experts")
+    E = _v.check_num_experts(num_experts)
+    _v.check_int_array(x, "experts")
     if x.ndim != 3:
         raise ValueError(
             f"Trace experts must have shape (tokens, layers, k), got ndim={x.ndim} "
@@ -360,31 +354,7 @@ def validate_ids(
             "(T, L, k) or (T, k) arrays."
         )
     N, L, k = x.shape
-    _check_layout(L, k, E)
+    _v.check_layout(L, k, E)
     off = Trace._check_offsets(offsets, N)
-    if x.size:
-        lo, hi = int(x.min()), int(x.max())
-        if lo < 0 or hi >= E:
-            xi = x.astype(xp.int64)
-            flat = int(xp.argmax(((xi < 0) | (xi >= E)).ravel()))
-            r, rest = divmod(flat, L * k)
-            l, j = divmod(rest, k)
-            s, t = _locate(off, r)
-            v = int(xi[r, l, j])
-            why = "is negative" if v < 0 else f"is >= num_experts = {E}"
-            raise ValueError(
-                f"expert id {v} at sequence {s}, token {t}, layer {l}, slot {j} {why}; ids "
-                f"must lie in [0, {E}). Check num_experts, and that padding (e.g. -1) was "
-                "removed."
-            )
-    y = xp.ascontiguousarray(x.astype(id_dtype_for(E), copy=False))
-    if y.size and k > 1:
-        r, l, j = first_duplicate(y, xp=xp, launch=launch)
-        if r >= 0:
-            s, t = _locate(off, r)
-            raise ValueError(
-                f"duplicate expert id {int(y[r, l, j])} within one token at sequence {s}, "
-                f"token {t}, layer {l} (slots {list(map(int, y[r, l].tolist()))}); the top-k "
-                "ids of a token must be distinct"
-            )
+    y = _v.check_ids(x, E, _v.sequence_where(off), scan=_device_scan(xp, launch))
     return y, off
