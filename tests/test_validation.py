@@ -318,7 +318,7 @@ def _message(call):
         (lambda c, t: trace(num_experts=np.float64(4.0)), "positive integer, got 4.0"),
         (lambda c, t: t.split(np.float64(2.5)), "positive integer, got 2.5"),
         (lambda c, t: t.select(layers=np.array([3])), "layers [3] out of range"),
-        (lambda c, t: lk.synthetic_trace(np.float64(2), 8, 1, 4, 2), "integer, got 2.0"),
+        (lambda c, t: lk.synthetic_trace(np.float64(2), 8, 1, 4, 2), "got the float 2.0"),
     ],
 )  # fmt: skip
 def test_errors_print_plain_numbers(call, plain):
