@@ -303,8 +303,15 @@ def stack_stats_table(
     n_groups,
     *,
     _force_unpacked=False,
+    _engine=None,
 ):
-    """Same contract as :func:`lrc_kernels.reference.stack_stats_table`."""
+    """Same contract as :func:`lrc_kernels.reference.stack_stats_table`.
+
+    ``_engine`` (private, for tests and benchmarks): ``"scan"`` forces the priority-stack
+    scan below (the oracle of the faster engines), ``"lru"`` / ``"sch"`` the counting
+    engines of :mod:`._stack_lru` / :mod:`._stack_sch`; ``None`` picks the fastest exact one
+    (:func:`_pick_engine`).
+    """
     N_rows, L, k = experts.shape
     E = int(num_experts)
     n_ids = L * E if model_level else E
@@ -319,6 +326,12 @@ def stack_stats_table(
         id_bits, ts_bits = _packing(policy, n_ids, k * (L if model_level else 1), max_len, mm)
         if _force_unpacked:
             id_bits = ts_bits = -1
+        engine = _engine or _pick_engine(policy, bool(model_level), E, id_bits)
+        if engine != "scan":
+            _fast_chunks(
+                engine, policy, experts, offsets, plan, E, mm, warm_start, model_level, out
+            )
+            return plan.reduce(out)
         _stack_chunks(
             experts,
             offsets,
@@ -335,3 +348,32 @@ def stack_stats_table(
             out,
         )
     return plan.reduce(out)
+
+
+def _pick_engine(policy: str, model_level: bool, E: int, id_bits: int) -> str:
+    """The fastest exact engine for (policy, level, shape); see docs/metrics.md."""
+    if policy == "lru":  # faster at every measured shape, layer level included (E >= 4)
+        return "lru"
+    if policy == "sch" and model_level and id_bits >= 0:
+        return "sch"
+    return "scan"
+
+
+def _fast_chunks(engine, policy, experts, offsets, plan, E, m, warm, model_level, out):
+    """Run a counting engine with the scan's plan and output rows."""
+    if engine not in ("lru", "sch") or engine != policy:
+        raise ValueError(f"stack engine {engine!r} does not compute policy {policy!r}")
+    N_rows, L, k = experts.shape
+    n_ids = out.shape[2] - 1
+    A = k * (L if model_level else 1)
+    args = (experts, offsets, plan.seq_order, plan.chunk_ptr, E, bool(warm), bool(model_level))
+    if engine == "lru":
+        from . import _stack_lru  # imports this module's helpers
+
+        _stack_lru.lru_chunks(*args, _stack_lru.lru_words(n_ids, A), out)
+    else:
+        from . import _stack_sch
+
+        if not model_level:
+            raise ValueError("the SCH counting engine runs at model level only")
+        _stack_sch.sch_chunks(*args[:6], m, *_stack_sch.sch_sizes(n_ids, A, offsets), out)
