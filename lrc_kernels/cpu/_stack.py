@@ -326,11 +326,11 @@ def stack_stats_table(
         id_bits, ts_bits = _packing(policy, n_ids, k * (L if model_level else 1), max_len, mm)
         if _force_unpacked:
             id_bits = ts_bits = -1
-        engine = _engine or _pick_engine(policy, bool(model_level), E, id_bits)
+        engine = _engine or _pick_engine(policy, bool(model_level), id_bits, ts_bits, mm, max_len)
         if engine != "scan":
-            _fast_chunks(
-                engine, policy, experts, offsets, plan, E, mm, warm_start, model_level, out
-            )
+            args = (experts, offsets, plan.seq_order, plan.chunk_ptr, E, bool(warm_start))
+            key_ok = _sch_key_fits(id_bits, ts_bits, mm, max_len)
+            _fast_chunks(engine, policy, args, bool(model_level), mm, key_ok, id_bits, ts_bits, out)
             return plan.reduce(out)
         _stack_chunks(
             experts,
@@ -350,30 +350,34 @@ def stack_stats_table(
     return plan.reduce(out)
 
 
-def _pick_engine(policy: str, model_level: bool, E: int, id_bits: int) -> str:
+def _pick_engine(policy, model_level, id_bits, ts_bits, m, max_len) -> str:
     """The fastest exact engine for (policy, level, shape); see docs/metrics.md."""
-    if policy == "lru":  # faster at every measured shape, layer level included (E >= 4)
+    if policy == "lru":  # faster at every measured shape, layer level included
         return "lru"
-    if policy == "sch" and model_level and id_bits >= 0:
+    if policy == "sch" and model_level and _sch_key_fits(id_bits, ts_bits, m, max_len):
         return "sch"
     return "scan"
 
 
-def _fast_chunks(engine, policy, experts, offsets, plan, E, m, warm, model_level, out):
-    """Run a counting engine with the scan's plan and output rows."""
+def _sch_key_fits(id_bits, ts_bits, m, max_len) -> bool:
+    """The SCH engine needs packed keys of at most 62 bits (a sentinel sits above them)."""
+    return id_bits >= 0 and id_bits + ts_bits + _bits(min(m, max_len)) <= 62
+
+
+def _fast_chunks(engine, policy, args, model_level, m, key_ok, id_bits, ts_bits, out):
+    """Run a counting engine with the scan's plan and output rows (``args``: its inputs)."""
     if engine not in ("lru", "sch") or engine != policy:
         raise ValueError(f"stack engine {engine!r} does not compute policy {policy!r}")
-    N_rows, L, k = experts.shape
+    x = args[0]
     n_ids = out.shape[2] - 1
-    A = k * (L if model_level else 1)
-    args = (experts, offsets, plan.seq_order, plan.chunk_ptr, E, bool(warm), bool(model_level))
     if engine == "lru":
-        from . import _stack_lru  # imports this module's helpers
+        from ._stack_lru import lru_chunks, lru_words  # they import this module's helpers
 
-        _stack_lru.lru_chunks(*args, _stack_lru.lru_words(n_ids, A), out)
-    else:
-        from . import _stack_sch
+        A = x.shape[2] * (x.shape[1] if model_level else 1)
+        lru_chunks(*args, model_level, lru_words(n_ids, A), out)
+        return
+    from ._stack_sch import sch_chunks
 
-        if not model_level:
-            raise ValueError("the SCH counting engine runs at model level only")
-        _stack_sch.sch_chunks(*args[:6], m, *_stack_sch.sch_sizes(n_ids, A, offsets), out)
+    if not (model_level and key_ok):
+        raise ValueError("the SCH counting engine needs model level and keys of <= 62 bits")
+    sch_chunks(*args, m, id_bits, ts_bits, out)
