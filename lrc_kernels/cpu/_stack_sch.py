@@ -12,33 +12,47 @@ Facts (proofs in docs/metrics.md, "SCH at model level"):
   ``[0, min(D, p0))`` (an explicit walk) and, if p0 < D, every class-0 entry in ``[p0, D)``
   one class-0 slot down: S0 loses p0 and gains D, no class-0 rank changes.
 
-The hot walk skips blocks of ``B = 32`` depths whose lower bound on the key is at or above
-the carried key (no swap can happen there); bounds stay valid because the window slide
-only raises keys and every lowered key is folded in. Class-0 depths hold a sentinel key
-above every real key.
+The hot walk skips blocks of ``B = 16`` depths whose lower bound on the key is at or
+above the carried key (no swap can happen there), testing eight bounds at once first;
+bounds stay valid because the window slide only raises keys and every lowered key is
+folded in. Class-0 depths hold a sentinel key above every real key.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._fenwick import bit_clear, bit_set, compact_marks, rank_le, select
+from ._fenwick import bit_clear, bit_set, compact_marks, ctz, rank_le, select
 from ._jit import jit, prange
 from ._stack_lru import token_ids
 
 __all__ = ["sch_chunks"]
 
 SENTINEL = np.int64(np.iinfo(np.int64).max)  # above every packed key (<= 62 bits)
-BLOCK_SHIFT = 5  # blocks of 32 depths
+BLOCK_SHIFT = 4  # blocks of B = 16 depths (compile-time constants of the walk)
+BLOCK = 1 << BLOCK_SHIFT
+GROUP = 8  # blocks tested at once by one min over their bounds
 
 
 @jit()
-def _walk(hk, hpos, bnd, c, lo, hi, bsh, id_mask):
-    """SPEC's carry over depths ``[lo, hi)`` (all hot), skipping blocks without records."""
-    B = np.int64(1) << bsh
+def _walk(hk, hpos, bnd, c, lo, hi, id_mask):
+    """SPEC's carry over depths ``[lo, hi)`` (all hot), skipping blocks without records.
+
+    Blocks are tested eight at a time (one branch-free min over their bounds) and then one
+    by one; a block with a record is walked branch-free and its bound re-taken exactly.
+    """
+    bsh = BLOCK_SHIFT
+    B = BLOCK
     dd = lo
     while dd < hi:
         blk = dd >> bsh
+        if blk % GROUP == 0 and blk + GROUP <= bnd.shape[0]:
+            g = bnd[blk]
+            for i in range(blk + 1, blk + GROUP):
+                g = min(g, bnd[i])
+            if g >= c:
+                dd = (blk + GROUP) << bsh
+                continue
         bs = blk << bsh
         be = min(bs + B, hi)
         if bnd[blk] < c:
@@ -57,30 +71,41 @@ def _walk(hk, hpos, bnd, c, lo, hi, bsh, id_mask):
 
 
 @jit()
-def _put(hk, bnd, d, key, bsh):
+def _next_bit(words, p):
+    """Smallest member above p; one must exist."""
+    w = p >> 6
+    v = words[w] & ((np.int64(-2)) << (p & 63))
+    while v == 0:
+        w += 1
+        v = words[w]
+    return w * 64 + ctz(v)
+
+
+@jit()
+def _put(hk, bnd, d, key):
     """Store a key at depth d and fold it into its block's bound."""
     hk[d] = key
-    blk = d >> bsh
+    blk = d >> BLOCK_SHIFT
     if key < bnd[blk]:
         bnd[blk] = key
 
 
 @jit()
-def _update(y, key, D, st, hk, hpos, bnd, s0fen, s0w, bsh, id_mask):
+def _update(y, key, D, st, hk, hpos, bnd, s0fen, s0w, id_mask):
     """Move y (new key, old depth D) to the top; ``st[0]`` holds p0 (N + 1 if S0 empty)."""
     p0 = st[0]
     hpos[y] = 0
     if D == 0:
-        _put(hk, bnd, 0, key, bsh)
+        _put(hk, bnd, 0, key)
         return
     if p0 == 0:  # the old top is class 0: the whole record chain is class 0
-        _put(hk, bnd, 0, key, bsh)
+        _put(hk, bnd, 0, key)
     else:
         s = min(D, p0)
         c = hk[0]
-        _put(hk, bnd, 0, key, bsh)
-        c = _walk(hk, hpos, bnd, c, 1, s, bsh, id_mask)
-        _put(hk, bnd, s, c, bsh)
+        _put(hk, bnd, 0, key)
+        c = _walk(hk, hpos, bnd, c, 1, s, id_mask)
+        _put(hk, bnd, s, c)
         hpos[c & id_mask] = s
         if s == D:
             return
@@ -88,7 +113,7 @@ def _update(y, key, D, st, hk, hpos, bnd, s0fen, s0w, bsh, id_mask):
     bit_clear(s0fen, s0w, p0)
     bit_set(s0fen, s0w, D)
     hk[D] = SENTINEL
-    st[0] = select(s0fen, s0w, 0)
+    st[0] = _next_bit(s0w, p0)  # D > p0 is a member
 
 
 @jit()
@@ -107,7 +132,6 @@ def _sch_stream(x, a, b, E, m, warm, stat, id_bits, ts_bits, v, hk, bnd, bufs):
     A = ids.shape[0]
     id_mask = (np.int64(1) << id_bits) - 1
     sh_p = id_bits + ts_bits
-    bsh = BLOCK_SHIFT
     cap0 = m0w.shape[0] * 64
     for i in range(N):
         future[i] = 0
@@ -150,7 +174,7 @@ def _sch_stream(x, a, b, E, m, warm, stat, id_bits, ts_bits, v, hk, bnd, bufs):
             if D < 0:
                 D = size
                 size += 1
-            _update(y, key, D, st, hk, hpos, bnd, s0fen, s0w, bsh, id_mask)
+            _update(y, key, D, st, hk, hpos, bnd, s0fen, s0w, id_mask)
             if future[y] == 0:  # y joins class 0 on top, as its newest member
                 hk[0] = SENTINEL
                 hpos[y] = -1
@@ -175,7 +199,7 @@ def _sch_stream(x, a, b, E, m, warm, stat, id_bits, ts_bits, v, hk, bnd, bufs):
                     bit_clear(m0fen, m0w, t0[y])
                     t0[y] = -1
                     n0 -= 1
-                    _put(hk, bnd, d, inc | (lts[y] << id_bits) | y, bsh)
+                    _put(hk, bnd, d, inc | (lts[y] << id_bits) | y)
                     hpos[y] = d
                     if d == st[0]:
                         st[0] = select(s0fen, s0w, 0) if n0 > 0 else N + 1
