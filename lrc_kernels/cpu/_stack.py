@@ -310,7 +310,8 @@ def stack_stats_table(
     ``_engine`` (private, for tests and benchmarks): ``"scan"`` forces the priority-stack
     scan below (the oracle of the faster engines), ``"lru"`` / ``"sch"`` the counting
     engines of :mod:`._stack_lru` / :mod:`._stack_sch`; ``None`` picks the fastest exact one
-    (:func:`_pick_engine`).
+    (:func:`_pick_engine`), or the scan when ``_force_unpacked`` (which tests its unpacked
+    form).
     """
     N_rows, L, k = experts.shape
     E = int(num_experts)
@@ -326,7 +327,11 @@ def stack_stats_table(
         id_bits, ts_bits = _packing(policy, n_ids, k * (L if model_level else 1), max_len, mm)
         if _force_unpacked:
             id_bits = ts_bits = -1
-        engine = _engine or _pick_engine(policy, bool(model_level), id_bits, ts_bits, mm, max_len)
+        engine = _engine or (
+            "scan"
+            if _force_unpacked
+            else _pick_engine(policy, model_level, id_bits, ts_bits, mm, max_len)
+        )
         if engine != "scan":
             args = (experts, offsets, plan.seq_order, plan.chunk_ptr, E, bool(warm_start))
             key_ok = _sch_key_fits(id_bits, ts_bits, mm, max_len)
