@@ -14,7 +14,9 @@ popcounts. Then
 use such a set over access times: each live id holds one mark at its latest access time,
 ``who[p]`` names the id marked at p, and when the time axis is full the live marks are
 renumbered ``0 .. count-1`` in order (:func:`compact_marks`), so the axis stays a few
-times the number of ids and the tree stays in L1.
+times the number of ids and the tree stays in L1. (When all rank queries of a batch come
+before all its changes, a plain prefix-count array rebuilt once per batch is cheaper:
+:mod:`._stack_lru` does that.)
 
 Popcount and count-trailing-zeros are LLVM intrinsics (``ctpop``, ``cttz``), so they
 compile to single instructions where the CPU has them.
@@ -40,6 +42,7 @@ __all__ = [
     "bit_set",
     "bit_clear",
     "compact_marks",
+    "renumber_marks",
     "n_words",
 ]
 
@@ -169,10 +172,11 @@ def bit_clear(fen, words, p):
 
 
 @jit()
-def compact_marks(fen, words, who, mark):
+def renumber_marks(words, who, mark):
     """Renumber the marks ``0 .. count-1`` in order; fix ``mark[id]`` and ``who``.
 
-    Returns the count (the next free time).
+    Only the words change (see :func:`compact_marks` for the tree too). Returns the count
+    (the next free time).
     """
     W = words.shape[0]
     q = np.int64(0)
@@ -192,5 +196,12 @@ def compact_marks(fen, words, who, mark):
             words[w] = (np.int64(1) << (q & 63)) - 1
         else:
             words[w] = 0
+    return q
+
+
+@jit()
+def compact_marks(fen, words, who, mark):
+    """:func:`renumber_marks`, then rebuild the tree. Returns the count."""
+    q = renumber_marks(words, who, mark)
     fen_build(fen, words)
     return q

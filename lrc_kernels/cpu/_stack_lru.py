@@ -3,25 +3,29 @@
 Under LRU keys the carry of SPEC's update always swaps, so an update is move-to-front and
 the stack is sorted by latest access: the depth of id x is the number of ids whose latest
 access is newer than x's. Each seen id holds one mark at its latest access time, in a
-bitset over *compacted* time with a Fenwick tree over its words (:mod:`._fenwick`):
+bitset over *compacted* time (:mod:`._fenwick`). All look-ups of a token come before its
+updates, so instead of a Fenwick tree a plain array ``pre[w]`` (marks in the words before
+word w) is rebuilt once per token:
 
-- look-up (all A ids of a token, before its updates): depth = size - rank_le(last[x]);
-  a first access follows :func:`._stack._look_up`'s warm-start rule (``stat[u]``, or
-  ``stat[N]`` cold);
+- look-up (all A ids of a token, before its updates): depth = size - (``pre[w]`` +
+  popcount of x's word up to x's mark), O(1); a first access follows
+  :func:`._stack._look_up`'s warm-start rule (``stat[u]``, or ``stat[N]`` cold);
 - update (slot order): clear x's mark, set a mark at ``now``, ``now += 1``;
+- after the token: rebuild ``pre`` over the words in use, O(W);
 - when fewer than A free times remain, the live marks are renumbered ``0 .. size-1``
-  (O(N) every ``>= N / A`` tokens; the time axis holds ``2N + A`` positions).
+  (O(N) every ``>= N / A`` tokens; the time axis holds ``2N + A`` positions, so
+  ``W = (2N + A) / 64`` words, 200 at 48 x 128 experts, about one per access).
 
-Cost per access: one prefix query and two point updates on a tree of ``(2N + A) / 64``
-words, independent of the depth (the scan engine pays the depth). Same contract as
-:func:`._stack.stack_stats_table`; used at model level and at layer level for large E.
+Cost per access: O(1) plus ``W / A`` for the per-token rebuild, independent of the depth
+(the scan engine pays the depth). Same contract as :func:`._stack.stack_stats_table`;
+used at both levels for LRU.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._fenwick import bit_clear, bit_set, compact_marks, n_words, rank_le
+from ._fenwick import n_words, popcount, renumber_marks
 from ._jit import jit, prange
 
 __all__ = ["lru_chunks", "lru_words", "token_ids"]
@@ -49,7 +53,16 @@ def token_ids(x, row, l, model, E, ids):
 
 
 @jit()
-def _lru_stream(x, a, b, l, model, E, warm, stat, last, who, words, fen, ids):
+def _prefix_counts(words, pre, n):
+    """``pre[w]`` = marks in words ``[0, w)``, for the first ``n`` words."""
+    acc = np.int64(0)
+    for w in range(n):
+        pre[w] = acc
+        acc += popcount(words[w])
+
+
+@jit()
+def _lru_stream(x, a, b, l, model, E, warm, stat, last, who, words, pre, ids):
     """Add one stream's LRU depth counts (rows a:b; layer l unless model) to ``stat``."""
     T = b - a
     if T == 0:
@@ -57,19 +70,20 @@ def _lru_stream(x, a, b, l, model, E, warm, stat, last, who, words, fen, ids):
     k = x.shape[2]
     A = k * x.shape[1] if model else k
     N = last.shape[0]
-    cap = words.shape[0] * 64
+    W = words.shape[0]
+    cap = W * 64
     for i in range(N):
         last[i] = -1
-    for i in range(words.shape[0]):
+    for i in range(W):
         words[i] = 0
-    for i in range(fen.shape[0]):
-        fen[i] = 0
+        pre[i] = 0
     size = np.int64(0)
     now = np.int64(0)
     for t in range(T):
         row = a + t
         if now + A > cap:
-            now = compact_marks(fen, words, who, last)
+            now = renumber_marks(words, who, last)
+            _prefix_counts(words, pre, min((now >> 6) + 1, W))
         token_ids(x, row, l, model, E, ids)
         # 1. look-ups against the stack before this token
         u = size
@@ -77,7 +91,9 @@ def _lru_stream(x, a, b, l, model, E, warm, stat, last, who, words, fen, ids):
             y = ids[j]
             p = last[y]
             if p >= 0:
-                stat[size - rank_le(fen, words, p)] += 1
+                w = p >> 6
+                mask = (np.int64(2) << (p & 63)) - 1  # bits 0..p&63 (all when 63)
+                stat[size - pre[w] - popcount(words[w] & mask)] += 1
             else:
                 if warm:
                     stat[u] += 1
@@ -89,13 +105,14 @@ def _lru_stream(x, a, b, l, model, E, warm, stat, last, who, words, fen, ids):
             y = ids[j]
             p = last[y]
             if p >= 0:
-                bit_clear(fen, words, p)
+                words[p >> 6] &= ~(np.int64(1) << (p & 63))
             else:
                 size += 1
-            bit_set(fen, words, now)
+            words[now >> 6] |= np.int64(1) << (now & 63)
             last[y] = now
             who[now] = y
             now += 1
+        _prefix_counts(words, pre, min(((now - 1) >> 6) + 1, W))
 
 
 @jit(parallel=True)
@@ -110,11 +127,11 @@ def lru_chunks(x, offsets, seq_order, chunk_ptr, E, warm, model, W, out):
         last = np.empty(N, np.int64)
         who = np.empty(W * 64, np.int64)
         words = np.empty(W, np.int64)
-        fen = np.empty(W + 1, np.int64)
+        pre = np.empty(W, np.int64)
         ids = np.empty(x.shape[2] * (x.shape[1] if model else 1), np.int64)
         stat = out[c, l]
         for q in range(chunk_ptr[c], chunk_ptr[c + 1]):
             s = seq_order[q]
             _lru_stream(
-                x, offsets[s], offsets[s + 1], l, model, E, warm, stat, last, who, words, fen, ids
+                x, offsets[s], offsets[s + 1], l, model, E, warm, stat, last, who, words, pre, ids
             )
