@@ -79,14 +79,15 @@ def test_large_shape_against_scan(warm):
 
 def test_engine_choice():
     pick = _stack._pick_engine
-    assert pick("lru", True, 13, 20, 0, 100) == "lru"
-    assert pick("lru", False, 7, 20, 0, 100) == "lru"
-    assert pick("sch", True, 13, 20, 16, 100) == "sch"
-    assert pick("sch", False, 7, 20, 16, 100) == "scan"
-    assert pick("sch", True, -1, -1, 16, 100) == "scan"  # keys do not pack
-    assert pick("sch", True, 20, 38, 16, 100) == "scan"  # 63 bits: no room for a sentinel
+    assert pick("lru", True, 6144, 13, 20, 0, 100) == "lru"
+    assert pick("lru", False, 8, 3, 20, 0, 100) == "lru"
+    assert pick("sch", True, 6144, 13, 20, 16, 100) == "sch"
+    assert pick("sch", True, 64, 6, 20, 16, 100) == "scan"  # small shared stack
+    assert pick("sch", False, 128, 7, 20, 16, 100) == "scan"
+    assert pick("sch", True, 6144, -1, -1, 16, 100) == "scan"  # keys do not pack
+    assert pick("sch", True, 6144, 20, 38, 16, 100) == "scan"  # 63 bits: no sentinel room
     for policy in ("lfu", "belady"):
-        assert pick(policy, True, 13, 20, 0, 100) != "lru"
+        assert pick(policy, True, 6144, 13, 20, 0, 100) != "lru"
 
 
 def test_engine_must_match_policy():
