@@ -135,3 +135,28 @@ def test_fenwick_bitset_rank_select(n_bits, data):
     np.testing.assert_array_equal(who[: len(srt)], np.arange(len(srt)))
     assert [_fenwick.select(fen, words, r) for r in range(len(srt))] == list(range(len(srt)))
     assert _fenwick.rank_le(fen, words, W * 64 - 1) == len(srt)
+
+
+def test_bench_shared_quick(tmp_path):
+    """``bench/bench_shared.py --quick`` runs and its checks against the scan pass."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "bench_shared.json"
+    r = subprocess.run(
+        [sys.executable, "bench/bench_shared.py", "--quick", "--threads", "1", "--out", str(out)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    names = [c["name"] for c in doc["checks"]]
+    assert all(c["passed"] for c in doc["checks"]) and len(names) > 40
+    assert any("counting engine == scan" in n for n in names)
+    assert any("shared/per-layer" in n for n in doc["notes"])
