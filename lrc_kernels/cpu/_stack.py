@@ -303,8 +303,16 @@ def stack_stats_table(
     n_groups,
     *,
     _force_unpacked=False,
+    _engine=None,
 ):
-    """Same contract as :func:`lrc_kernels.reference.stack_stats_table`."""
+    """Same contract as :func:`lrc_kernels.reference.stack_stats_table`.
+
+    ``_engine`` (private, for tests and benchmarks): ``"scan"`` forces the priority-stack
+    scan below (the oracle of the faster engines), ``"lru"`` / ``"sch"`` the counting
+    engines of :mod:`._stack_lru` / :mod:`._stack_sch`; ``None`` picks the fastest exact one
+    (:func:`_pick_engine`), or the scan when ``_force_unpacked`` (which tests its unpacked
+    form).
+    """
     N_rows, L, k = experts.shape
     E = int(num_experts)
     n_ids = L * E if model_level else E
@@ -319,6 +327,16 @@ def stack_stats_table(
         id_bits, ts_bits = _packing(policy, n_ids, k * (L if model_level else 1), max_len, mm)
         if _force_unpacked:
             id_bits = ts_bits = -1
+        engine = _engine or (
+            "scan"
+            if _force_unpacked
+            else _pick_engine(policy, model_level, n_ids, id_bits, ts_bits, mm, max_len)
+        )
+        if engine != "scan":
+            args = (experts, offsets, plan.seq_order, plan.chunk_ptr, E, bool(warm_start))
+            key_ok = _sch_key_fits(id_bits, ts_bits, mm, max_len)
+            _fast_chunks(engine, policy, args, bool(model_level), mm, key_ok, id_bits, ts_bits, out)
+            return plan.reduce(out)
         _stack_chunks(
             experts,
             offsets,
@@ -335,3 +353,46 @@ def stack_stats_table(
             out,
         )
     return plan.reduce(out)
+
+
+def _pick_engine(policy, model_level, n_ids, id_bits, ts_bits, m, max_len) -> str:
+    """The fastest exact engine for (policy, level, shape); see docs/metrics.md."""
+    if policy == "lru":  # faster at every measured shape, layer level included
+        return "lru"
+    if (
+        policy == "sch"
+        and model_level
+        and n_ids >= _SCH_MIN_IDS
+        and _sch_key_fits(id_bits, ts_bits, m, max_len)
+    ):
+        return "sch"
+    return "scan"
+
+
+# below this many ids the whole shared stack is shallow and the scan is as fast or faster
+# than the SCH hybrid (measured on synthetic traces, 16 .. 2048 ids, m = 4 and 64)
+_SCH_MIN_IDS = 1024
+
+
+def _sch_key_fits(id_bits, ts_bits, m, max_len) -> bool:
+    """The SCH engine needs packed keys of at most 62 bits (a sentinel sits above them)."""
+    return id_bits >= 0 and id_bits + ts_bits + _bits(min(m, max_len)) <= 62
+
+
+def _fast_chunks(engine, policy, args, model_level, m, key_ok, id_bits, ts_bits, out):
+    """Run a counting engine with the scan's plan and output rows (``args``: its inputs)."""
+    if engine not in ("lru", "sch") or engine != policy:
+        raise ValueError(f"stack engine {engine!r} does not compute policy {policy!r}")
+    x = args[0]
+    n_ids = out.shape[2] - 1
+    if engine == "lru":
+        from ._stack_lru import lru_chunks, lru_words  # they import this module's helpers
+
+        A = x.shape[2] * (x.shape[1] if model_level else 1)
+        lru_chunks(*args, model_level, lru_words(n_ids, A), out)
+        return
+    from ._stack_sch import sch_chunks
+
+    if not (model_level and key_ok):
+        raise ValueError("the SCH counting engine needs model level and keys of <= 62 bits")
+    sch_chunks(*args, m, id_bits, ts_bits, out)
