@@ -29,97 +29,98 @@ from ._stack import _access_id, _init_stream, _look_up
 __all__ = ["belady_chunks"]
 
 
-@jit()
-def _fix_bit(brk, stk, d, size):
-    """Recompute run-end bit d from the stack (the bottom always ends a run)."""
-    if d < 0 or d >= size:
-        return
-    w = d >> 6
-    bit = np.uint64(1) << np.uint64(d & 63)
-    if d + 1 >= size or stk[d] < stk[d + 1]:
-        brk[w] |= bit
-    else:
-        brk[w] &= ~bit
-
-
-@jit()
-def _walk(stk, pos, brk, c, D, id_mask, tch):
-    """Carry ``c`` (the old top) through depths 1..D-1, run by run; returns (carry, touched).
-
-    ``tch`` receives the first depth and the end of each touched run."""
-    nt = 0
-    last = D - 1
-    lastw = last >> 6
-    for w in range(lastw + 1):
-        bits = brk[w]
-        if w == 0:
-            bits &= ~np.uint64(1)  # depth 0 is not walked
-        if w == lastw:
-            sh = np.uint64(63 - (last & 63))
-            bits = (bits << sh) >> sh
-        while bits != 0:
-            e = (w << 6) + np.int64(trailing_zeros(bits))
-            bits &= bits - np.uint64(1)
-            ce = stk[e]
-            if ce > c:
-                continue
-            # stk[e-1] > ce etc.; the entry above the run (or the old top) is > c
-            p = e
-            while stk[p - 1] < c:
-                p -= 1
-            for q in range(e, p, -1):
-                v = stk[q - 1]
-                stk[q] = v
-                pos[v & id_mask] = q
-            stk[p] = c
-            pos[c & id_mask] = p
-            c = ce
-            tch[nt] = p
-            tch[nt + 1] = e
-            nt += 2
-    return c, nt
+@jit(inline="always")
+def _is_end(hi_key, lo_key, d, size):
+    """Whether depth d ends a run: the key below it is larger, or d is the bottom."""
+    return d + 1 >= size or hi_key < lo_key
 
 
 @jit()
 def _belady_stream(x, a, b, l, model, E, warm, stat, pos, stk, brk, nxt, last_seen, tch, id_bits):
-    """One stream (rows a:b; layer l unless model): Belady depth counts added to ``stat``."""
+    """One stream (rows a:b; layer l unless model): Belady depth counts added to ``stat``.
+
+    One flat body on purpose: an array passed to a helper inside the hot loop costs NRT
+    reference counting on every call.
+    """
     T = b - a
     if T == 0:
         return
     k = x.shape[2]
     A = k * x.shape[1] if model else k
+    l0, l1 = (0, x.shape[1]) if model else (l, l + 1)
+    mul = E if model else 0
     N = pos.shape[0]
     id_mask = (np.int64(1) << id_bits) - 1
     top = T * A + 1 + N
     _init_stream(x, a, T, l, model, E, k, A, 2, 0, pos, tch, nxt, last_seen)
     for w in range(brk.shape[0]):
         brk[w] = 0
+    one = np.uint64(1)
     size = 0
     for t in range(T):
         row = a + t
         _look_up(x, row, l, model, E, k, A, warm, pos, size, stat)
-        for j in range(A):
-            y = _access_id(x, row, l, j, k, E, model)
-            key = ((top - nxt[t * A + j]) << id_bits) | y
-            D = pos[y]
-            if D < 0:
-                D = size
-                size += 1
-            pos[y] = 0
-            if D == 0:
+        t0 = t * A
+        ia = 0
+        for lay in range(l0, l1):
+            for jj in range(k):
+                y = lay * mul + np.int64(x[row, lay, jj])
+                key = ((top - nxt[t0 + ia]) << id_bits) | y
+                ia += 1
+                D = pos[y]
+                if D < 0:
+                    D = size
+                    size += 1
+                pos[y] = 0
+                nt = 0
+                if D > 0:
+                    # carry the old top through depths 1..D-1, run by run
+                    c = stk[0]
+                    last = D - 1
+                    lastw = last >> 6
+                    for w in range(lastw + 1):
+                        bits = brk[w]
+                        if w == 0:
+                            bits &= ~one  # depth 0 is not walked
+                        if w == lastw:
+                            sh = np.uint64(63 - (last & 63))
+                            bits = (bits << sh) >> sh
+                        while bits != 0:
+                            e = (w << 6) + np.int64(trailing_zeros(bits))
+                            bits &= bits - one
+                            ce = stk[e]
+                            if ce > c:
+                                continue  # the carry passes this run untouched
+                            # the key above the run (or the old top) is > c: a sentinel
+                            p = e
+                            while stk[p - 1] < c:
+                                p -= 1
+                            for q in range(e, p, -1):
+                                v = stk[q - 1]
+                                stk[q] = v
+                                pos[v & id_mask] = q
+                            stk[p] = c
+                            pos[c & id_mask] = p
+                            c = ce
+                            tch[nt] = p - 1
+                            tch[nt + 1] = e
+                            nt += 2
+                    stk[D] = c
+                    pos[c & id_mask] = D
                 stk[0] = key
-                _fix_bit(brk, stk, 0, size)
-                continue
-            c, nt = _walk(stk, pos, brk, stk[0], D, id_mask, tch)
-            stk[D] = c
-            pos[c & id_mask] = D
-            stk[0] = key
-            for q in range(0, nt, 2):
-                _fix_bit(brk, stk, tch[q] - 1, size)
-                _fix_bit(brk, stk, tch[q + 1], size)
-            _fix_bit(brk, stk, 0, size)
-            _fix_bit(brk, stk, D - 1, size)
-            _fix_bit(brk, stk, D, size)
+                # run ends can change only next to what moved
+                tch[nt] = 0
+                tch[nt + 1] = D - 1
+                tch[nt + 2] = D
+                for q in range(nt + 3):
+                    d = tch[q]
+                    if d < 0 or d >= size:
+                        continue
+                    bit = one << np.uint64(d & 63)
+                    if _is_end(stk[d], stk[d + 1] if d + 1 < size else 0, d, size):
+                        brk[d >> 6] |= bit
+                    else:
+                        brk[d >> 6] &= ~bit
 
 
 @jit(parallel=True)
