@@ -291,6 +291,39 @@ def _packing(policy: str, n_ids: int, accesses: int, max_len: int, m: int) -> tu
     return id_bits, ts_bits
 
 
+# Smallest id count N from which the LFU / Belady engines beat the scan, per (policy,
+# model level); measured in docs/benchmarks.md, "Shared-cache engines: LFU and Belady".
+_FAST_MIN_IDS = {
+    ("lfu", True): 1024,
+    ("lfu", False): 2048,
+    ("belady", True): 2048,
+    ("belady", False): 4096,
+}
+
+
+def _fast_engine(policy, model_level, n_ids, accesses, max_len, id_bits, engine):
+    """``"lfu"`` or ``"belady"`` when that engine serves the call, else ``None`` (the scan)."""
+    if engine == "scan" or (policy, bool(model_level)) not in _FAST_MIN_IDS:
+        return None
+    if n_ids < _FAST_MIN_IDS[policy, bool(model_level)]:
+        return None
+    if policy == "belady":
+        return "belady" if id_bits >= 0 else None
+    return "lfu" if max_len * accesses < 2**31 - 1 else None  # int32 class pool
+
+
+def _run_fast(engine, experts, offsets, plan, E, warm, model, max_len, n_ids, id_bits, out):
+    from ._stack_belady import belady_chunks
+    from ._stack_lfu import lfu_chunks, lfu_tree_shape
+
+    args = (experts, offsets, plan.seq_order, plan.chunk_ptr, E, warm, model, max_len)
+    if engine == "belady":
+        belady_chunks(*args, id_bits, out)
+    else:
+        h, cb, dtype = lfu_tree_shape(max_len, n_ids)
+        lfu_chunks(*args, h, cb, np.array([np.iinfo(dtype).max], dtype), out)
+
+
 def stack_stats_table(
     experts,
     offsets,
@@ -303,8 +336,15 @@ def stack_stats_table(
     n_groups,
     *,
     _force_unpacked=False,
+    _engine="auto",
 ):
-    """Same contract as :func:`lrc_kernels.reference.stack_stats_table`."""
+    """Same contract as :func:`lrc_kernels.reference.stack_stats_table`.
+
+    ``_engine="scan"`` forces the linear scan of :func:`_stream_packed` (the test oracle of
+    the LFU and Belady engines, which ``"auto"`` picks from ``_FAST_MIN_IDS`` ids on).
+    """
+    if _engine not in ("auto", "scan"):
+        raise ValueError(f"_engine must be 'auto' or 'scan', got {_engine!r}")
     N_rows, L, k = experts.shape
     E = int(num_experts)
     n_ids = L * E if model_level else E
@@ -319,6 +359,15 @@ def stack_stats_table(
         id_bits, ts_bits = _packing(policy, n_ids, k * (L if model_level else 1), max_len, mm)
         if _force_unpacked:
             id_bits = ts_bits = -1
+            _engine = "scan"
+        accesses = k * (L if model_level else 1)
+        fast = _fast_engine(policy, model_level, n_ids, accesses, max_len, id_bits, _engine)
+        if fast is not None:
+            _run_fast(
+                fast, experts, offsets, plan, E, bool(warm_start), bool(model_level), max_len,
+                n_ids, id_bits, out,
+            )  # fmt: skip
+            return plan.reduce(out)
         _stack_chunks(
             experts,
             offsets,

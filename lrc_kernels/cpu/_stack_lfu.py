@@ -128,7 +128,9 @@ def _init_classes(x, a, T, l0, l1, mul, k, cnt, slot, base, lo, hi, tree):
 
 
 @jit()
-def _lfu_stream(x, a, b, l, model, E, warm, stat, cnt, slot, mem, dep, base, lo, hi, tree, h, cb, drc, drd):
+def _lfu_stream(
+    x, a, b, l, model, E, warm, stat, cnt, slot, mem, dep, base, lo, hi, tree, h, cb, drc, drd
+):
     """One stream (rows a:b; layer l unless model): LFU depth counts added to ``stat``.
 
     One flat body on purpose: an array passed to a helper inside the hot loop costs NRT
