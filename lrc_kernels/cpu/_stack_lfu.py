@@ -222,13 +222,11 @@ def _lfu_stream(
                         e = hi[cl] - 1
                         p = lo[cl]  # first index in [lo, e) with a depth below nv
                         n = e - p
-                        while n > 0:
+                        while n > 0:  # branch-free lower bound
                             half = n >> 1
-                            if dep[p + half] > nv:
-                                p += half + 1
-                                n -= half + 1
-                            else:
-                                n = half
+                            above = dep[p + half] > nv
+                            p = p + half + 1 if above else p
+                            n = n - half - 1 if above else half
                         _shift_up(dep, p, e - p)
                         dep[p] = nv
                 # x joins class c0 + 1 as its newest member, on top
