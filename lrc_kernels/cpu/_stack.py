@@ -8,6 +8,10 @@ down to the accessed id's old depth, never over all N ids.
 
 Streams: at layer level a (sequence, layer) pair with N = E ids; at model level one
 sequence with the L*k accesses of a token in layer order and ids ``l*E + e`` (N = L*E).
+
+For large N, LFU and Belady go to exact engines that avoid most of the walk
+(:mod:`._stack_lfu`, count classes; :mod:`._stack_belady`, run-list scan); the scan here
+stays their test oracle (``_engine="scan"``).
 """
 
 from __future__ import annotations
