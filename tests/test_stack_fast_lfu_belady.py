@@ -59,7 +59,7 @@ def check_engines(tr, policy, model_level, warm, with_reference=True):
 
 @settings(max_examples=150)
 @given(
-    tr=traces(max_layers=4, max_experts=12, max_len=20),
+    tr=traces(max_layers=4, max_experts=64, max_len=24),
     policy=st.sampled_from(POLICIES),
     model_level=st.booleans(),
     warm=st.booleans(),
@@ -100,6 +100,24 @@ def test_large_shared_cache_matches_scan(policy):
         want = per_sequence(tr, policy, True, warm, _engine="scan")
         assert np.array_equal(got, want)
         assert got[:, 0].sum() == 48 * 8 * sum(lengths)
+
+
+@pytest.mark.parametrize("levels", [1, 3])
+def test_lfu_wide_tree_keys(levels):
+    """The int64 class-top keys (huge N) and deeper trees give the same tables."""
+    from lrc_kernels.cpu import _stack_lfu
+
+    real = _stack_lfu.lfu_tree_shape
+
+    def wide(max_len, n_ids):
+        h, cb, _ = real(max_len, n_ids)
+        return max(h, levels), cb, np.int64
+
+    tr = _trace([0, 40, 9, 33], 4, 8, 3, 0.5, seed=7)
+    with mock.patch.object(_stack_lfu, "lfu_tree_shape", wide):
+        for model_level in (True, False):
+            for warm in (True, False):
+                check_engines(tr, "lfu", model_level, warm)
 
 
 def test_engine_keyword_is_checked():
