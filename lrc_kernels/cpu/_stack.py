@@ -8,6 +8,10 @@ down to the accessed id's old depth, never over all N ids.
 
 Streams: at layer level a (sequence, layer) pair with N = E ids; at model level one
 sequence with the L*k accesses of a token in layer order and ids ``l*E + e`` (N = L*E).
+
+For large N, LFU and Belady go to exact engines that avoid most of the walk
+(:mod:`._stack_lfu`, count classes; :mod:`._stack_belady`, run-list scan); the scan here
+stays their test oracle (``_engine="scan"``).
 """
 
 from __future__ import annotations
@@ -291,6 +295,47 @@ def _packing(policy: str, n_ids: int, accesses: int, max_len: int, m: int) -> tu
     return id_bits, ts_bits
 
 
+# Smallest id count N from which the LFU / Belady engines beat the scan, per (policy,
+# model level); measured in docs/benchmarks.md, "Shared-cache engines: LFU and Belady".
+_FAST_MIN_IDS = {
+    ("lfu", True): 1024,
+    ("lfu", False): 2048,
+    ("belady", True): 2048,
+    ("belady", False): 4096,
+}
+
+
+_ENGINES = (None, "auto", "scan", "lru", "sch", "lfu", "belady")
+
+
+def _fast_fits(policy, accesses, max_len, id_bits) -> bool:
+    """Whether the LFU / Belady engine can hold this call's keys and class pool."""
+    if policy == "belady":
+        return id_bits >= 0
+    return max_len * accesses < 2**31 - 1  # int32 class pool
+
+
+def _fast_engine(policy, model_level, n_ids, accesses, max_len, id_bits, engine):
+    """``"lfu"`` or ``"belady"`` when that engine serves the call, else ``None`` (the scan)."""
+    if engine == "scan" or (policy, bool(model_level)) not in _FAST_MIN_IDS:
+        return None
+    if n_ids < _FAST_MIN_IDS[policy, bool(model_level)]:
+        return None
+    return policy if _fast_fits(policy, accesses, max_len, id_bits) else None
+
+
+def _run_fast(engine, experts, offsets, plan, E, warm, model, max_len, n_ids, id_bits, out):
+    from ._stack_belady import belady_chunks
+    from ._stack_lfu import lfu_chunks, lfu_tree_shape
+
+    args = (experts, offsets, plan.seq_order, plan.chunk_ptr, E, warm, model, max_len)
+    if engine == "belady":
+        belady_chunks(*args, id_bits, out)
+    else:
+        h, cb, dtype = lfu_tree_shape(max_len, n_ids)
+        lfu_chunks(*args, h, cb, np.array([np.iinfo(dtype).max], dtype), out)
+
+
 def stack_stats_table(
     experts,
     offsets,
@@ -308,11 +353,14 @@ def stack_stats_table(
     """Same contract as :func:`lrc_kernels.reference.stack_stats_table`.
 
     ``_engine`` (private, for tests and benchmarks): ``"scan"`` forces the priority-stack
-    scan below (the oracle of the faster engines), ``"lru"`` / ``"sch"`` the counting
-    engines of :mod:`._stack_lru` / :mod:`._stack_sch`; ``None`` picks the fastest exact one
-    (:func:`_pick_engine`), or the scan when ``_force_unpacked`` (which tests its unpacked
-    form).
+    scan below (the oracle of the faster engines); ``"lru"``, ``"sch"``, ``"lfu"`` and
+    ``"belady"`` force the exact engines of :mod:`._stack_lru`, :mod:`._stack_sch`,
+    :mod:`._stack_lfu` and :mod:`._stack_belady`; ``None`` or ``"auto"`` picks the fastest
+    exact one (:func:`_pick_engine`), or the scan when ``_force_unpacked`` (which tests its
+    unpacked form).
     """
+    if _engine not in _ENGINES:
+        raise ValueError(f"_engine must be one of {_ENGINES}, got {_engine!r}")
     N_rows, L, k = experts.shape
     E = int(num_experts)
     n_ids = L * E if model_level else E
@@ -327,15 +375,28 @@ def stack_stats_table(
         id_bits, ts_bits = _packing(policy, n_ids, k * (L if model_level else 1), max_len, mm)
         if _force_unpacked:
             id_bits = ts_bits = -1
-        engine = _engine or (
-            "scan"
-            if _force_unpacked
-            else _pick_engine(policy, model_level, n_ids, id_bits, ts_bits, mm, max_len)
-        )
-        if engine != "scan":
+        accesses = k * (L if model_level else 1)
+        engine = _engine
+        if engine in (None, "auto"):
+            engine = (
+                "scan"
+                if _force_unpacked
+                else _pick_engine(
+                    policy, model_level, n_ids, id_bits, ts_bits, mm, max_len, accesses
+                )
+            )
+        if engine in ("lru", "sch"):
             args = (experts, offsets, plan.seq_order, plan.chunk_ptr, E, bool(warm_start))
             key_ok = _sch_key_fits(id_bits, ts_bits, mm, max_len)
             _fast_chunks(engine, policy, args, bool(model_level), mm, key_ok, id_bits, ts_bits, out)
+            return plan.reduce(out)
+        if engine in ("lfu", "belady"):
+            if engine != policy or not _fast_fits(policy, accesses, max_len, id_bits):
+                raise ValueError(f"stack engine {engine!r} cannot compute this {policy!r} call")
+            _run_fast(
+                engine, experts, offsets, plan, E, bool(warm_start), bool(model_level), max_len,
+                n_ids, id_bits, out,
+            )  # fmt: skip
             return plan.reduce(out)
         _stack_chunks(
             experts,
@@ -355,10 +416,14 @@ def stack_stats_table(
     return plan.reduce(out)
 
 
-def _pick_engine(policy, model_level, n_ids, id_bits, ts_bits, m, max_len) -> str:
+def _pick_engine(policy, model_level, n_ids, id_bits, ts_bits, m, max_len, accesses=1) -> str:
     """The fastest exact engine for (policy, level, shape); see docs/metrics.md."""
     if policy == "lru":  # faster at every measured shape, layer level included
         return "lru"
+    if policy in ("lfu", "belady"):
+        return (
+            _fast_engine(policy, model_level, n_ids, accesses, max_len, id_bits, "auto") or "scan"
+        )
     if (
         policy == "sch"
         and model_level
