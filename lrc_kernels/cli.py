@@ -19,14 +19,15 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .io import TraceSource
 
 __all__ = [
     "main",
     "build_parser",
-    "TraceSource",
     "open_sources",
     "CLIError",
 ]
@@ -49,106 +50,17 @@ class CLIError(Exception):
 
 
 # ------------------------------------------------------------------------- sources
-@dataclass
-class TraceSource:
-    """One model's trace: a file, a list of shards or a directory, read lazily.
-
-    Attributes
-    ----------
-    path : str
-        The path as given on the command line.
-    name : str
-        The model name shown in tables: the file's ``model`` metadata, else the file name.
-    reader : lrc_kernels.io.TraceReader
-        Metadata and sizes without reading the data.
-    """
-
-    path: str
-    name: str
-    reader: Any
-
-    @property
-    def file_bytes(self) -> int:
-        return sum(os.path.getsize(f) for f in self.reader.files)
-
-    def info(self) -> dict[str, Any]:
-        """Metadata row: model, shape, sizes, domains (one pass over the index, no ids)."""
-        r = self.reader
-        meta = r.meta
-        doms = r.domains()
-        counts: dict[str, int] = {}
-        for d in doms:
-            if d is not None:
-                counts[str(d)] = counts.get(str(d), 0) + 1
-        acts = r.num_activations
-        size = self.file_bytes
-        layer_ids = meta.get("layer_ids")
-        return {
-            "model": self.name,
-            "path": self.path,
-            "files": len(r.files),
-            "num_experts": r.num_experts,
-            "top_k": r.top_k,
-            "num_layers": r.num_layers,
-            "layer_ids": None if layer_ids is None else " ".join(str(v) for v in layer_ids),
-            "sequences": r.num_sequences,
-            "tokens": r.num_tokens,
-            "activations": acts,
-            "domains": ", ".join(f"{k} ({v})" for k, v in counts.items()) or None,
-            "num_domains": len(counts),
-            "file_bytes": size,
-            "bytes_per_activation": (size / acts) if acts else None,
-            "format_version": meta.get("format_version"),
-            "producer": meta.get("producer"),
-            "created": meta.get("created"),
-        }
-
-
-def _file_stem(path: str) -> str:
-    base = Path(path).name
-    for suffix in (".lrc.arrow", ".arrow"):
-        if base.endswith(suffix):
-            return base[: -len(suffix)] or base
-    return base
-
-
-def _model_name(reader: Any, path: str) -> str:
-    name = reader.meta.get("model")
-    if isinstance(name, str) and name:
-        return name
-    return _file_stem(path)
-
-
 def open_sources(paths: Sequence[str], *, allow_incomplete: bool = False) -> list[TraceSource]:
-    """Open every trace argument (one model each) and give each a distinct display name.
-
-    ``allow_incomplete`` opens files whose writer never finished them (``lrc info`` on a
-    capture in progress), reading their complete record batches only.
-    """
+    """:func:`lrc_kernels.io.open_sources`, refusing numpy arrays with the convert command."""
     from . import io as trace_io
 
-    out = []
     for p in paths:
         if p.endswith((".npz", ".npy")) and Path(p).is_file():
             raise CLIError(
                 f"{p}: numpy arrays are not a trace file; convert it first: "
                 f"lrc convert {p} --out {Path(p).stem}.lrc.arrow (add --num-experts E)"
             )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", trace_io.IncompleteTraceWarning)
-            reader = trace_io.TraceReader(p, allow_incomplete=allow_incomplete)
-        out.append(TraceSource(p, _model_name(reader, p), reader))
-    # the same model name twice (two runs of one model): add the file name, else the path
-    names = [s.name for s in out]
-    dup = [names.count(n) > 1 for n in names]
-    for s, d in zip(out, dup, strict=True):
-        if d:
-            s.name = f"{s.name} ({_file_stem(s.path)})"
-    names = [s.name for s in out]
-    for s, n in zip(out, names, strict=True):
-        if names.count(n) > 1:
-            s.name = f"{n.rsplit(' (', 1)[0]} ({s.path})"
-    return out
+    return trace_io.open_sources(paths, allow_incomplete=allow_incomplete)
 
 
 # ------------------------------------------------------------------------ progress
@@ -1250,37 +1162,23 @@ def _load_input(path: Path, args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _concat(traces: list[Any]) -> Any:
-    import numpy as np
+    """The inputs as one trace (:func:`lrc_kernels.io.concat_traces`), refusing in CLI terms
+    inputs that disagree on their shape or their domain labels."""
+    from . import io as trace_io
 
-    from ._trace import Trace
-
-    if len(traces) == 1:
-        return traces[0]
-    E = {t.num_experts for t in traces}
-    shapes = {(t.num_layers, t.top_k) for t in traces}
-    if len(E) > 1 or len(shapes) > 1:
+    if len({(t.num_experts, t.num_layers, t.top_k) for t in traces}) > 1:
         raise CLIError(
             "inputs disagree on their shape (num_experts, num_layers, top_k): "
             + "; ".join(f"({t.num_experts}, {t.num_layers}, {t.top_k})" for t in traces)
             + ". Convert them to separate files"
         )
-    ids = np.concatenate([t.experts for t in traces])
-    lens = np.concatenate([t.lengths for t in traces])
-    off = np.zeros(lens.shape[0] + 1, np.int64)
-    np.cumsum(lens, out=off[1:])
     labeled = [t.domains is not None for t in traces]
-    doms = None
-    if all(labeled):
-        doms = [str(d) for t in traces for d in t.domains]
-    elif any(labeled):
+    if any(labeled) and not all(labeled):
         raise CLIError(
             "some inputs have domain labels and others not; give --domain or "
             "convert them separately"
         )
-    w = None
-    if all(t.weights is not None for t in traces):
-        w = np.concatenate([t.weights for t in traces])
-    return Trace(ids, off, num_experts=E.pop(), domains=doms, weights=w, meta=traces[0].meta)
+    return trace_io.concat_traces(traces)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
