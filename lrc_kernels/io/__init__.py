@@ -9,7 +9,7 @@ Public names: :func:`write_trace`, :func:`read_trace`, :class:`TraceWriter`,
 :class:`TraceReader`, :func:`iter_trace_batches`, :func:`repair_trace`, the error
 classes :class:`TraceFileError` and :class:`IncompleteTraceError`, and for tools that
 handle one trace per model (the command line, the report) :class:`TraceSource`,
-:func:`open_sources` and :func:`concat_traces`.
+:class:`TraceInMemory`, :func:`open_sources`, :func:`as_sources` and :func:`concat_traces`.
 
 The package knows file formats and no kernels. Its modules:
 
@@ -19,7 +19,8 @@ The package knows file formats and no kernels. Its modules:
 - ``_file``: one file on disk (header, index, record batches, decoding);
 - ``_reader``: :class:`TraceReader`, :func:`read_trace`, :func:`iter_trace_batches`;
 - ``_join``: concatenating traces; ``_repair``: :func:`repair_trace`;
-- ``_sources``: :class:`TraceSource`, :func:`open_sources`.
+- ``_sources``: :class:`TraceSource`, :class:`TraceInMemory`, :func:`open_sources`,
+  :func:`as_sources`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from ._format import _nested as _nested  # tests build record batches with it
 from ._join import concat_traces
 from ._reader import TraceReader, iter_trace_batches, read_trace
 from ._repair import repair_trace
-from ._sources import TraceSource, open_sources
+from ._sources import TraceInMemory, TraceSource, as_sources, open_sources
 from ._writer import TraceWriter, write_trace
 
 __all__ = [
@@ -45,9 +46,11 @@ __all__ = [
     "IncompleteTraceError",
     "IncompleteTraceWarning",
     "TraceFileError",
+    "TraceInMemory",
     "TraceReader",
     "TraceSource",
     "TraceWriter",
+    "as_sources",
     "concat_traces",
     "iter_trace_batches",
     "open_sources",
