@@ -98,20 +98,7 @@ class TraceWriter:
         compression_level: int | None = None,
         batch_tokens: int | None = None,
     ) -> None:
-        E = _validate_num_experts(num_experts)
-        k = _pos_int(top_k, "top_k")
-        L = _pos_int(num_layers, "num_layers")
-        if k > E:
-            raise ValueError(f"top_k = {k} exceeds num_experts = {E}; ids in a token are distinct")
-        if layer_ids is not None:
-            layer_ids = [int(v) for v in _to_numpy(layer_ids, "layer_ids").reshape(-1)]
-            if len(layer_ids) != L:
-                raise ValueError(
-                    f"layer_ids has {len(layer_ids)} entries but num_layers = {L}; give the "
-                    "model layer index of each MoE layer"
-                )
-        if model is not None and not isinstance(model, str):
-            raise TypeError(f"model must be a str or None, got {type(model).__name__}")
+        E, k, L, layer_ids = _checked_shape(num_experts, top_k, num_layers, layer_ids, model)
         self._wdtype = _weights_dtype(weights_dtype)
         self._tok = bool(token_ids)
         if batch_tokens is None:
@@ -119,21 +106,7 @@ class TraceWriter:
         self._batch_tokens = min(_pos_int(batch_tokens, "batch_tokens"), _MAX_BATCH_TOKENS)
         self._E, self._L, self._k = E, L, k
         self._id_dtype = id_dtype_for(E)
-        info = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "num_experts": E,
-            "top_k": k,
-            "num_layers": L,
-            "model": model,
-            "layer_ids": layer_ids,
-            "producer": "lrc_kernels",
-            "producer_version": _producer_version(),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "weights_dtype": None if self._wdtype is None else self._wdtype.name,
-            "token_ids": self._tok,
-            "user": _jsonable(dict(meta or {}), "meta"),
-        }
+        info = _file_info(E, k, L, model, layer_ids, self._wdtype, self._tok, meta)
         w_type = None if self._wdtype is None else pa.from_numpy_dtype(self._wdtype)
         self.schema = build_schema(info, pa.from_numpy_dtype(self._id_dtype), w_type, self._tok)
         self.path = Path(path)
@@ -298,44 +271,11 @@ class TraceWriter:
         self._check_open()
         if not self._buf:
             return
-        buf = self._buf
-        lengths = np.array([b[0].shape[0] for b in buf], dtype=np.int64)
-        off = np.zeros(len(buf) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=off[1:])
-        ids = np.concatenate([b[0] for b in buf]) if len(buf) > 1 else buf[0][0]
-        w = None
-        if self._wdtype is not None:
-            w = np.concatenate([b[2] for b in buf]) if len(buf) > 1 else buf[0][2]
-        tok = None
-        if self._tok:
-            tok = np.concatenate([b[3] for b in buf]) if len(buf) > 1 else buf[0][3]
-        codes = np.array([b[1] for b in buf], dtype=np.int32)
-        if self._labeled:
-            dom = pa.DictionaryArray.from_arrays(
-                pa.array(codes), pa.array(list(self._labels), pa.string())
-            )
-        else:
-            dom = pa.DictionaryArray.from_arrays(
-                pa.array(np.zeros(len(buf), np.int32), mask=np.ones(len(buf), bool)),
-                pa.array([], pa.string()),
-            )
-        cols = [dom, pa.array(lengths), _nested(ids, self._L, self._k, off)]
-        if w is not None:
-            cols.append(_nested(w, self._L, self._k, off))
-        if tok is not None:
-            cols.append(pa.ListArray.from_arrays(pa.array(off, pa.int32()), pa.array(tok)))
-        batch = pa.record_batch(cols, schema=self.schema)
-        md = {f"{_CRC_KEY}.experts": _crc(lengths, ids), _FIRST_KEY: str(self._written)}
-        if w is not None:
-            md[f"{_CRC_KEY}.weights"] = _crc(w)
-        if tok is not None:
-            md[f"{_CRC_KEY}.token_ids"] = _crc(tok)
-        if self._labeled:
-            names = list(self._labels)
-            md[f"{_CRC_KEY}.domain"] = _crc_bytes(_domain_bytes([names[c] for c in codes]))
+        labels = list(self._labels) if self._labeled else None
+        batch, md, tokens = _record_batch(self._buf, self.schema, labels, self._written)
         self._writer.write_batch(batch, custom_metadata=md)
-        self._written += len(buf)
-        self._tokens += int(off[-1])
+        self._written += len(self._buf)
+        self._tokens += tokens
         self._buf = []
         self._buf_tokens = 0
 
@@ -383,6 +323,97 @@ class TraceWriter:
             f"<TraceWriter {str(self.path)!r} {state} sequences={self.num_sequences} "
             f"E={self._E} L={self._L} k={self._k}>"
         )
+
+
+def _checked_shape(
+    num_experts: Any, top_k: Any, num_layers: Any, layer_ids: Any, model: Any
+) -> tuple[int, int, int, list[int] | None]:
+    """(E, k, L, layer ids as ints) of a writer, checked."""
+    E = _validate_num_experts(num_experts)
+    k = _pos_int(top_k, "top_k")
+    L = _pos_int(num_layers, "num_layers")
+    if k > E:
+        raise ValueError(f"top_k = {k} exceeds num_experts = {E}; ids in a token are distinct")
+    if layer_ids is not None:
+        layer_ids = [int(v) for v in _to_numpy(layer_ids, "layer_ids").reshape(-1)]
+        if len(layer_ids) != L:
+            raise ValueError(
+                f"layer_ids has {len(layer_ids)} entries but num_layers = {L}; give the "
+                "model layer index of each MoE layer"
+            )
+    if model is not None and not isinstance(model, str):
+        raise TypeError(f"model must be a str or None, got {type(model).__name__}")
+    return E, k, L, layer_ids
+
+
+def _file_info(
+    E: int,
+    k: int,
+    L: int,
+    model: str | None,
+    layer_ids: list[int] | None,
+    wdtype: np.dtype | None,
+    tok: bool,
+    meta: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The file's metadata (stored as JSON in the schema; see docs/trace-format.md)."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "num_experts": E,
+        "top_k": k,
+        "num_layers": L,
+        "model": model,
+        "layer_ids": layer_ids,
+        "producer": "lrc_kernels",
+        "producer_version": _producer_version(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "weights_dtype": None if wdtype is None else wdtype.name,
+        "token_ids": tok,
+        "user": _jsonable(dict(meta or {}), "meta"),
+    }
+
+
+def _joined(buf: list[tuple], i: int) -> np.ndarray:
+    return np.concatenate([b[i] for b in buf]) if len(buf) > 1 else buf[0][i]
+
+
+def _record_batch(
+    buf: list[tuple], schema: pa.Schema, labels: list[str] | None, first: int
+) -> tuple[pa.RecordBatch, dict[str, str], int]:
+    """(record batch, its checksum metadata, tokens) of buffered ``(ids, domain code,
+    weights, token ids)`` sequences; ``labels`` are the domain names by code (None: no
+    domains), ``first`` the file index of the first sequence."""
+    layers = schema.field("experts").type.value_type  # fixed_size_list<..., L>
+    L, k = layers.list_size, layers.value_type.list_size
+    lengths = np.array([b[0].shape[0] for b in buf], dtype=np.int64)
+    off = np.zeros(len(buf) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=off[1:])
+    ids = _joined(buf, 0)
+    w = _joined(buf, 2) if "weights" in schema.names else None
+    tok = _joined(buf, 3) if "token_ids" in schema.names else None
+    codes = np.array([b[1] for b in buf], dtype=np.int32)
+    if labels is not None:
+        dom = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(labels, pa.string()))
+    else:
+        dom = pa.DictionaryArray.from_arrays(
+            pa.array(np.zeros(len(buf), np.int32), mask=np.ones(len(buf), bool)),
+            pa.array([], pa.string()),
+        )
+    cols = [dom, pa.array(lengths), _nested(ids, L, k, off)]
+    if w is not None:
+        cols.append(_nested(w, L, k, off))
+    if tok is not None:
+        cols.append(pa.ListArray.from_arrays(pa.array(off, pa.int32()), pa.array(tok)))
+    batch = pa.record_batch(cols, schema=schema)
+    md = {f"{_CRC_KEY}.experts": _crc(lengths, ids), _FIRST_KEY: str(first)}
+    if w is not None:
+        md[f"{_CRC_KEY}.weights"] = _crc(w)
+    if tok is not None:
+        md[f"{_CRC_KEY}.token_ids"] = _crc(tok)
+    if labels is not None:
+        md[f"{_CRC_KEY}.domain"] = _crc_bytes(_domain_bytes([labels[c] for c in codes]))
+    return batch, md, int(off[-1])
 
 
 def _checked_ids(x: np.ndarray, E: int, where) -> np.ndarray:
