@@ -96,3 +96,15 @@ def test_public_import_paths():
     import lrc_kernels as lk
 
     assert lk.read_trace is io.read_trace and lk.write_report is report.write_report
+
+
+def test_cli_and_report_use_the_vocabulary():
+    from lrc_kernels import _spec, cli, report
+
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    curves = next(a for a in sub.choices["curves"]._actions if a.dest == "policy")
+    assert tuple(curves.choices) == _spec.POLICIES
+    srp = next(a for a in sub.choices["srp"]._actions if a.dest == "level")
+    assert tuple(srp.choices) == _spec.LEVELS_SRP
+    # the report shows every policy, strongest first
+    assert sorted(report.POLICY_ORDER) == sorted(_spec.POLICIES)

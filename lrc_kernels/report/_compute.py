@@ -10,7 +10,7 @@ import numpy as np
 
 RHO_MARK = 2.0
 RHO_TABLE = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
-POLICY_ORDER = ("sch", "belady", "lru", "lfu")
+POLICY_ORDER = ("sch", "belady", "lru", "lfu")  # _spec.POLICIES in the order shown
 # traces with more activations than this are streamed from disk by every metric call
 # instead of being read into memory once
 _IN_MEMORY_ACTIVATIONS = 200_000_000
