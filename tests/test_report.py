@@ -69,6 +69,29 @@ def test_results_are_the_apis(models, files):
     assert lo.domain_specialization is None and np.isfinite(lo.load_balance)
 
 
+def test_paths_and_traces_give_the_sources_numbers(models, files):
+    """write_report / compute_results take paths and Trace objects, not only sources."""
+    by_path = report.compute_results([files["a"], str(files["b"])], ms=[1, 4, 16, 64], sch_m=16)
+    by_trace = report.compute_results([files["A"], files["B"]], ms=[1, 4, 16, 64], sch_m=16)
+    assert [r.name for r in by_path] == [r.name for r in by_trace] == ["hi", "lo"]
+    for got_p, got_t, want in zip(by_path, by_trace, models, strict=True):
+        assert got_p.info == want.info
+        for key in ("model", "num_experts", "top_k", "num_layers", "sequences", "tokens"):
+            assert got_t.info[key] == want.info[key]
+        assert got_t.info["file_bytes"] is None and got_t.info["files"] == 0
+        for got in (got_p, got_t):
+            np.testing.assert_array_equal(got.srp_layer.value, want.srp_layer.value)
+            for pol in report.POLICY_ORDER:
+                np.testing.assert_array_equal(got.curves[pol].rates, want.curves[pol].rates)
+            assert got.load_balance == want.load_balance
+            assert got.domain_specialization == want.domain_specialization
+    unnamed = lk.Trace(files["B"].experts, files["B"].offsets, num_experts=12)
+    (r1, r2) = report.compute_results([unnamed, unnamed], ms=[4])
+    assert (r1.name, r2.name) == ("trace 1", "trace 2")
+    with pytest.raises(TypeError, match="item 1 has type int"):
+        report.compute_results([3])
+
+
 def test_model_level_pooled_from_layers_is_bit_identical(files):
     B = files["B"]
     (r,) = report.compute_results(cli.open_sources([str(files["b"])]), ms=[1, 3, 16, 64])

@@ -1,0 +1,113 @@
+"""Argument types and the option groups several commands share."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from .._spec import BACKENDS, LEVELS_CACHE
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {v}")
+    return v
+
+
+def _ratio(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"a cache ratio must be a number > 0, got {text!r}")
+    return v
+
+
+def _confidence(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"confidence must lie strictly between 0 and 1, got {v}")
+    return v
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("general")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "output", "default: an aligned table for people; these give tidy rows for programs"
+    )
+    x = g.add_mutually_exclusive_group()
+    x.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="JSON list of row objects"
+    )
+    x.add_argument(
+        "--csv", dest="format", action="store_const", const="csv", help="CSV with a header line"
+    )
+    x.add_argument(
+        "--parquet",
+        dest="format",
+        action="store_const",
+        const="parquet",
+        help="Parquet table (needs -o FILE or a redirected stdout)",
+    )
+    g.add_argument(
+        "-o", "--output", metavar="FILE", help="write to FILE instead of stdout ('-' is stdout)"
+    )
+
+
+def _add_traces(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "traces",
+        nargs="+",
+        metavar="TRACE",
+        help="trace file (.lrc.arrow), or a directory of shards; each TRACE is one model",
+    )
+
+
+def _add_cache_options(p: argparse.ArgumentParser) -> None:
+    """--level and --cold-start, shared by the cache commands (sch, curves)."""
+    p.add_argument(
+        "--level",
+        default="layer",
+        choices=LEVELS_CACHE,
+        help="one cache per layer, or one shared by all layers (default: layer)",
+    )
+    p.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="count first accesses as misses (default: warm start, as the paper)",
+    )
+
+
+def _add_compute(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--by-domain", action="store_true", help="one result per domain label of the sequences"
+    )
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="compute backend (default: auto)",
+    )
