@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from strategies import make_ids
@@ -81,10 +83,34 @@ def test_activation_ratio_sums_to_k(small):
     np.testing.assert_allclose(r.activation_ratio.sum(axis=-1), small.top_k, atol=1e-12)
 
 
+def _exact_activation_ratio(tr, m):
+    """acts / (m * windows) per (layer, expert), counted token by token: token t of a
+    sequence of T tokens lies in ``min(t, T-m) - max(0, t-m+1) + 1`` windows."""
+    acts = np.zeros((tr.num_layers, tr.num_experts), dtype=object)
+    windows = 0
+    for s in range(tr.num_sequences):
+        seq = tr.sequence(s)
+        T = len(seq)
+        if T < m:
+            continue
+        windows += T - m + 1
+        for t in range(T):
+            n = min(t, T - m) - max(0, t - m + 1) + 1
+            for l in range(tr.num_layers):
+                for e in seq[t, l]:
+                    acts[l, int(e)] += n
+    return np.array([[float(Fraction(int(a), m * windows)) for a in row] for row in acts])
+
+
 def test_lazy_activation_ratio_with_bootstrap(small):
+    """A layer-level bootstrap keeps no per-expert tables: the activation ratio is computed
+    on first access, and equals the exact per-expert ratio."""
     lazy = lk.srp(small, [3, 6], level="layer", bootstrap=20)
-    eager = lk.srp(small, [3, 6], level="expert")
-    np.testing.assert_array_equal(lazy.activation_ratio, eager.activation_ratio)
+    assert lazy._activation_ratio is None and lazy._activation_fn is not None
+    got = lazy.activation_ratio
+    assert got.shape == (2, small.num_layers, small.num_experts)
+    for i, m in enumerate((3, 6)):
+        np.testing.assert_array_equal(got[i], _exact_activation_ratio(small, m))
 
 
 def test_bootstrap_is_seeded_paired_and_brackets_estimate(small):
