@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from fractions import Fraction
 
 import numpy as np
@@ -215,3 +216,35 @@ def test_srp_from_histogram_pools_like_srp(small):
         lk.srp_from_histogram([1.0, 2.0, 3.0], 2)
     with pytest.raises(ValueError, match=">= 0"):
         lk.srp_from_histogram([1, -2, 3], 2)
+
+
+def test_m_and_level_are_passed_the_same_way(small):
+    """m: positional or keyword in srp, sch and hit_curve; level: keyword-only in all."""
+    a = lk.hit_curve(small, "sch", 4)
+    for c in (lk.hit_curve(small, "sch", m=4), lk.sch(small, 4), lk.sch(small, m=4)):
+        np.testing.assert_array_equal(c.rates, a.rates)
+    np.testing.assert_array_equal(lk.srp(small, m=4).value, lk.srp(small, 4).value)
+    for call in (
+        lambda: lk.srp(small, 4, "layer"),
+        lambda: lk.sch(small, 4, "model"),
+        lambda: lk.hit_curve(small, "sch", 4, "model"),
+    ):
+        with pytest.raises(TypeError):
+            call()
+    params = {f: inspect.signature(f).parameters for f in (lk.srp, lk.sch, lk.hit_curve)}
+    for f, ps in params.items():
+        assert ps["m"].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD, f
+        assert ps["level"].kind is inspect.Parameter.KEYWORD_ONLY, f
+    # the documented defaults (unchanged: a new default would change numbers silently)
+    assert params[lk.srp]["level"].default == "model"
+    assert params[lk.sch]["level"].default == params[lk.hit_curve]["level"].default == "layer"
+
+
+def test_histograms_is_a_list_whatever_the_number_of_m(small):
+    one = lk.srp(small, 4, level="layer")
+    two = lk.srp(small, [4, 2], level="layer")
+    assert isinstance(one.histograms, list) and isinstance(two.histograms, list)
+    assert len(one.histograms) == 1 and len(two.histograms) == 2
+    np.testing.assert_array_equal(one.histograms[0], one.histogram)
+    np.testing.assert_array_equal(two.histograms[0], one.histogram)
+    assert two.histograms[1].shape == (small.num_layers, 3)
