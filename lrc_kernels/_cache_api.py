@@ -130,16 +130,32 @@ def hit_curve(
     _v.check_bool(warm_start, "warm_start")
     by_domain = _v.check_bool(by_domain, "by_domain")
     _v.check_choice(backend, "backend", BACKENDS)
-    model_level = level == "model"
 
     stream = Stream(trace, num_experts, by_domain, backend, progress)
     tables, lens = _accumulate(stream, policy, ms, level, warm_start)
+    return _result(stream, tables, lens, policy, ms, single_m, level, bool(warm_start))
+
+
+def _result(
+    stream: Stream,
+    tables: list[GroupSum],
+    lens: LabelCodes,
+    policy: str,
+    ms: np.ndarray,
+    single_m: bool,
+    level: str,
+    warm_start: bool,
+) -> HitCurve:
+    """Mean curves of every m, packed into a :class:`HitCurve`."""
     first = stream.first
+    by_domain = stream.by_domain
+    model_level = level == "model"
     L, E, k = first.num_layers, first.num_experts, first.top_k
     A = k * (L if model_level else 1)
     n_ids = L * E if model_level else E
     D = len(stream.domains.index) if by_domain else 1
-    rates_all, stats_all, nseq = [], [], None
+    rates_all, stats_all = [], []
+    nseq = np.zeros(D, np.int64)
     for acc in tables:
         tab = acc.table
         if tab is None or tab.shape[0] == 0:
@@ -147,13 +163,12 @@ def hit_curve(
         rates, stat_sum, nseq = _reduce.curves(tab, lens.names, A, D, model_level, L, n_ids)
         rates_all.append(rates if by_domain else rates[0])
         stats_all.append(stat_sum if by_domain else stat_sum[0])
-    assert nseq is not None
     return HitCurve(
         rates=rates_all[0] if single_m else np.stack(rates_all),
         policy=policy,
         m=(int(ms[0]) if single_m else [int(v) for v in ms]) if policy == "sch" else None,
         level=level,
-        warm_start=bool(warm_start),
+        warm_start=warm_start,
         num_experts=E,
         top_k=k,
         num_layers=L,
