@@ -14,6 +14,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
 ROOT = Path(__file__).resolve().parents[1]
 
 HIDE = "import sys; sys.modules['numba'] = None\n"
@@ -118,3 +122,30 @@ def test_cpu_backend_without_numba_says_so(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "True"
+
+
+@given(
+    N=st.integers(0, 12),
+    L=st.integers(1, 3),
+    k=st.integers(1, 5),
+    E=st.integers(5, 300),
+    seed=st.integers(0, 2**32 - 1),
+    dups=st.integers(0, 3),
+)
+def test_numpy_duplicate_scan_equals_numba(N, L, k, E, seed, dups):
+    """The NumPy fallback of id validation finds the same first repeated slot."""
+    from lrc_kernels._validate import first_duplicate_numpy
+    from lrc_kernels.cpu._validate import first_duplicate
+
+    rng = np.random.default_rng(seed)
+    x = (
+        np.stack([rng.permutation(E)[:k] for _ in range(N * L)]).reshape(N, L, k)
+        if N
+        else (np.zeros((0, L, k), np.int64))
+    )
+    for _ in range(dups if N and k > 1 else 0):
+        r, l = rng.integers(0, N), rng.integers(0, L)
+        i, j = rng.choice(k, size=2, replace=False)
+        x[r, l, j] = x[r, l, i]
+    y = np.ascontiguousarray(x.astype(np.uint16))
+    assert first_duplicate_numpy(y, E) == first_duplicate(y, E)

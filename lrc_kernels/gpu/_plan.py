@@ -194,8 +194,8 @@ def window_hist_table(
     _, off_d, group_d = _seq_arrays(offsets, group, n_rows, n_groups, xp)
     x = _as_ids(experts, E, xp, launch)
     S = int(off_d.shape[0]) - 1
-    cols = np.concatenate([[0], np.cumsum([m + 1 for m in ms_list])]).astype(np.int64)
-    width = int(cols[-1])
+    first_cols, width = _spec.m_columns(ms_list)
+    cols = np.asarray(first_cols + [width], np.int64)
     Eo = E if per_expert else 1
     out = xp.zeros((n_groups, L, Eo, width), dtype=xp.int64)
     items = S * L * len(ms_list)
