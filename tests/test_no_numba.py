@@ -76,6 +76,12 @@ SCRIPT = textwrap.dedent(
     np.testing.assert_array_equal(b.ci[0], b.value)
     np.testing.assert_array_equal(b.ci[1], b.value)
 
+    # a trace file is written, read and streamed without Numba
+    lk.write_trace("t.lrc.arrow", tr)
+    f = lk.srp("t.lrc.arrow", 4, level="layer", by_domain=True, backend=R)
+    np.testing.assert_array_equal(f.value, d.value)
+    np.testing.assert_array_equal(lk.read_trace("t.lrc.arrow").experts, tr.experts)
+
     # id validation without the Numba duplicate scan
     try:
         lk.srp(np.array([[0, 0], [1, 2]]), 1, num_experts=3, backend=R)
