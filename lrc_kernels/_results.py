@@ -91,9 +91,11 @@ class SRPResult:
         What was computed.
     windows : ndarray of int64
         Number of (sequence, window) pairs behind each value (per m, per domain).
-    histogram : ndarray of int64
+    histogram : ndarray of int64, or list of them
         The summed window-count histograms ``H[..., c]`` the values come from (per m, the
-        shape of ``value`` plus a last axis ``c = 0..m``); for a list of m, a list of arrays.
+        shape of ``value`` plus a last axis ``c = 0..m``); for a list of m, a list of arrays
+        (the bins differ per m, so they cannot be stacked). Prefer :attr:`histograms`,
+        which has one type whatever the number of m.
 
     Notes
     -----
@@ -113,6 +115,16 @@ class SRPResult:
     histogram: Any = None
     _activation_ratio: Any = field(default=None)
     _activation_fn: Callable[[], Any] | None = field(default=None)
+
+    @property
+    def histograms(self) -> list[np.ndarray]:
+        """The histograms as a list with one array per m, also for a single m.
+
+        ``histograms[i]`` has the shape of ``value[i]`` (of ``value`` for a single m) plus a
+        last axis ``c = 0..m_i``.
+        """
+        _, has_m = _m_list(self.m)
+        return list(self.histogram) if has_m else [self.histogram]
 
     @property
     def activation_ratio(self) -> np.ndarray:

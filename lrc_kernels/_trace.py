@@ -6,7 +6,7 @@ pass is checked here, once, with messages that say what is wrong, where, and how
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,7 +14,28 @@ import numpy as np
 from . import _validate as _v
 from ._validate import id_dtype_for
 
-__all__ = ["Trace", "as_trace", "id_dtype_for"]
+__all__ = ["Trace", "as_trace", "id_dtype_for", "LabelCodes"]
+
+
+class LabelCodes:
+    """Stable integer codes for labels (order of first appearance), across many calls.
+
+    One code book serves every batch of a streamed source, so a label keeps its code.
+    """
+
+    def __init__(self) -> None:
+        self.index: dict[Any, int] = {}
+
+    def codes(self, labels: Iterable[Any]) -> np.ndarray:
+        """int64 code of each label, new labels numbered in order of appearance."""
+        return np.asarray(
+            [self.index.setdefault(v, len(self.index)) for v in labels], dtype=np.int64
+        )
+
+    @property
+    def names(self) -> list[Any]:
+        """The labels seen so far, in code order."""
+        return list(self.index)
 
 
 def _is_device_array(x: Any) -> bool:
@@ -210,11 +231,9 @@ class Trace:
                 "this trace has no domain labels; pass domains=[...] (one per sequence) "
                 "when building the Trace, or call without by_domain=True"
             )
-        names: dict[str, int] = {}
-        codes = np.empty(len(self._domains), dtype=np.int64)
-        for i, d in enumerate(self._domains):
-            codes[i] = names.setdefault(d, len(names))
-        return list(names), codes
+        codes = LabelCodes()
+        out = codes.codes(self._domains)
+        return codes.names, out
 
     # ---------------------------------------------------------------- sequences
     def __len__(self) -> int:

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from ._spec import id_dtype_for
+
 __all__ = [
     "MAX_EXPERTS",
     "MAX_WINDOW",
@@ -195,15 +197,6 @@ class IndexRangeError(IndexError, ValueError):
 
 
 # ------------------------------------------------------------------- arrays
-def id_dtype_for(num_experts: int) -> np.dtype:
-    """Narrowest unsigned dtype that holds every id in ``[0, num_experts)``."""
-    if num_experts <= 256:
-        return np.dtype(np.uint8)
-    if num_experts <= 65536:
-        return np.dtype(np.uint16)
-    return np.dtype(np.uint32)
-
-
 def check_int_array(a: Any, what: str) -> None:
     """``TypeError`` unless ``a`` has an integer dtype (bool is not one)."""
     dt = np.dtype(a.dtype)
@@ -355,7 +348,7 @@ def check_ids(
         y = xp.ascontiguousarray(x.astype(canon, copy=False))
     if y.size and shape[2] > 1:
         if scan is None:
-            from .cpu._validate import first_duplicate as scan
+            scan = _host_duplicate_scan()
         r, l, j = scan(y, E)
         if r >= 0:
             row = [int(v) for v in y[r, l].tolist()]
@@ -364,6 +357,37 @@ def check_ids(
                 f"top-k {row}; the top-k ids of a token must be distinct"
             )
     return y
+
+
+def _host_duplicate_scan() -> Callable[[Any, int], tuple[int, int, int]]:
+    """The Numba duplicate scan, or a NumPy one where Numba is not installed."""
+    try:
+        from .cpu._validate import first_duplicate
+    except ImportError:
+        return first_duplicate_numpy
+    return first_duplicate
+
+
+def first_duplicate_numpy(y: Any, num_experts: int) -> tuple[int, int, int]:
+    """(row, layer, slot) of the first id repeated within its token, or (-1, -1, -1).
+
+    Same result as :func:`lrc_kernels.cpu._validate.first_duplicate`, in NumPy: sort each
+    token's ids, find equal neighbours, then the first (row, layer) with one and there the
+    first slot that repeats an earlier slot.
+    """
+    y = np.asarray(y)
+    if y.size == 0 or y.shape[2] < 2:
+        return -1, -1, -1
+    s = np.sort(y, axis=2)
+    bad = (s[:, :, 1:] == s[:, :, :-1]).any(axis=2)
+    if not bad.any():
+        return -1, -1, -1
+    r, l = (int(v) for v in np.unravel_index(int(np.argmax(bad)), bad.shape))
+    row = y[r, l]
+    for j in range(1, row.shape[0]):
+        if (row[:j] == row[j]).any():
+            return r, l, j
+    return -1, -1, -1  # pragma: no cover - a sorted duplicate always has a later slot
 
 
 def check_weights(

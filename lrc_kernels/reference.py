@@ -16,7 +16,7 @@ from fractions import Fraction
 
 import numpy as np
 
-POLICIES = ("lru", "lfu", "belady", "sch")
+from ._spec import POLICIES, m_columns
 
 __all__ = [
     "POLICIES",
@@ -178,15 +178,6 @@ def hit_rates(stat: list[int], accesses: int) -> list[Fraction]:
 
 
 # ------------------------------------------------------- whole-trace integer tables
-def _m_columns(ms):
-    cols = []
-    c = 0
-    for m in ms:
-        cols.append(c)
-        c += int(m) + 1
-    return cols, c
-
-
 def window_hist_table(experts, offsets, num_experts, ms, group, n_groups, per_expert):
     """Backend table for SRP: int64 ``(G, L, E or 1, sum(m+1))``, summed per group.
 
@@ -195,7 +186,7 @@ def window_hist_table(experts, offsets, num_experts, ms, group, n_groups, per_ex
     """
     experts = np.asarray(experts)
     N, L, k = experts.shape
-    cols, width = _m_columns(ms)
+    cols, width = m_columns(ms)
     Eo = num_experts if per_expert else 1
     out = np.zeros((n_groups, L, Eo, width), dtype=np.int64)
     for s in range(len(offsets) - 1):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from strategies import make_ids
@@ -81,10 +84,34 @@ def test_activation_ratio_sums_to_k(small):
     np.testing.assert_allclose(r.activation_ratio.sum(axis=-1), small.top_k, atol=1e-12)
 
 
+def _exact_activation_ratio(tr, m):
+    """acts / (m * windows) per (layer, expert), counted token by token: token t of a
+    sequence of T tokens lies in ``min(t, T-m) - max(0, t-m+1) + 1`` windows."""
+    acts = np.zeros((tr.num_layers, tr.num_experts), dtype=object)
+    windows = 0
+    for s in range(tr.num_sequences):
+        seq = tr.sequence(s)
+        T = len(seq)
+        if T < m:
+            continue
+        windows += T - m + 1
+        for t in range(T):
+            n = min(t, T - m) - max(0, t - m + 1) + 1
+            for l in range(tr.num_layers):
+                for e in seq[t, l]:
+                    acts[l, int(e)] += n
+    return np.array([[float(Fraction(int(a), m * windows)) for a in row] for row in acts])
+
+
 def test_lazy_activation_ratio_with_bootstrap(small):
+    """A layer-level bootstrap keeps no per-expert tables: the activation ratio is computed
+    on first access, and equals the exact per-expert ratio."""
     lazy = lk.srp(small, [3, 6], level="layer", bootstrap=20)
-    eager = lk.srp(small, [3, 6], level="expert")
-    np.testing.assert_array_equal(lazy.activation_ratio, eager.activation_ratio)
+    assert lazy._activation_ratio is None and lazy._activation_fn is not None
+    got = lazy.activation_ratio
+    assert got.shape == (2, small.num_layers, small.num_experts)
+    for i, m in enumerate((3, 6)):
+        np.testing.assert_array_equal(got[i], _exact_activation_ratio(small, m))
 
 
 def test_bootstrap_is_seeded_paired_and_brackets_estimate(small):
@@ -189,3 +216,35 @@ def test_srp_from_histogram_pools_like_srp(small):
         lk.srp_from_histogram([1.0, 2.0, 3.0], 2)
     with pytest.raises(ValueError, match=">= 0"):
         lk.srp_from_histogram([1, -2, 3], 2)
+
+
+def test_m_and_level_are_passed_the_same_way(small):
+    """m: positional or keyword in srp, sch and hit_curve; level: keyword-only in all."""
+    a = lk.hit_curve(small, "sch", 4)
+    for c in (lk.hit_curve(small, "sch", m=4), lk.sch(small, 4), lk.sch(small, m=4)):
+        np.testing.assert_array_equal(c.rates, a.rates)
+    np.testing.assert_array_equal(lk.srp(small, m=4).value, lk.srp(small, 4).value)
+    for call in (
+        lambda: lk.srp(small, 4, "layer"),
+        lambda: lk.sch(small, 4, "model"),
+        lambda: lk.hit_curve(small, "sch", 4, "model"),
+    ):
+        with pytest.raises(TypeError):
+            call()
+    params = {f: inspect.signature(f).parameters for f in (lk.srp, lk.sch, lk.hit_curve)}
+    for f, ps in params.items():
+        assert ps["m"].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD, f
+        assert ps["level"].kind is inspect.Parameter.KEYWORD_ONLY, f
+    # the documented defaults (unchanged: a new default would change numbers silently)
+    assert params[lk.srp]["level"].default == "model"
+    assert params[lk.sch]["level"].default == params[lk.hit_curve]["level"].default == "layer"
+
+
+def test_histograms_is_a_list_whatever_the_number_of_m(small):
+    one = lk.srp(small, 4, level="layer")
+    two = lk.srp(small, [4, 2], level="layer")
+    assert isinstance(one.histograms, list) and isinstance(two.histograms, list)
+    assert len(one.histograms) == 1 and len(two.histograms) == 2
+    np.testing.assert_array_equal(one.histograms[0], one.histogram)
+    np.testing.assert_array_equal(two.histograms[0], one.histogram)
+    assert two.histograms[1].shape == (small.num_layers, 3)

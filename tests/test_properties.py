@@ -3,6 +3,8 @@ invariants that follow from the definitions in docs/metrics.md."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from conftest import backends_under_test
@@ -92,7 +94,52 @@ def test_stack_tables_large_expert_counts(tr, policy, m):
     _tables_equal(got, want)
 
 
-@pytest.mark.parametrize("backend", FAST)
+def _domain_index(tr, by_domain):
+    """(number of domains, domain code of each sequence), codes in order of appearance."""
+    if not by_domain:
+        return 1, [0] * tr.num_sequences
+    names, codes = tr.domain_codes()
+    return len(names), codes.tolist()
+
+
+def _exact_srp(tr, m, level, by_domain):
+    """SRP of one m from the reference's exact oracles only: ``window_histogram`` per
+    (sequence, layer), pooled per domain and level, then ``srp_from_histogram``."""
+    D, dom = _domain_index(tr, by_domain)
+    L, E = tr.num_layers, tr.num_experts
+    H = np.zeros((D, L, E, m + 1), dtype=object)
+    win = [0] * D
+    for s in range(tr.num_sequences):
+        seq = tr.sequence(s)
+        win[dom[s]] += max(len(seq) - m + 1, 0)
+        for l in range(L):
+            h = ref.window_histogram([list(map(int, t)) for t in seq[:, l]], E, m)
+            H[dom[s], l] += np.asarray(h, dtype=object)
+    pooled = {"model": H.sum(axis=(1, 2)), "layer": H.sum(axis=2), "expert": H}[level]
+    rows = pooled.reshape(-1, m + 1)
+    out = [ref.srp_from_histogram([int(v) for v in r], m) for r in rows]
+    shape = pooled.shape[:-1]
+    acts = (H * np.arange(m + 1)).sum(axis=-1)  # (D, L, E) exact ints
+    act = [
+        [
+            [float(Fraction(int(a), m * win[d])) if win[d] else np.nan for a in row]
+            for row in acts[d]
+        ]
+        for d in range(D)
+    ]
+    want = {
+        "value": np.array([float(v) for v, _, _ in out]).reshape(shape),
+        "threshold": np.array([p for _, p, _ in out], np.int64).reshape(shape),
+        "ratio": np.array([np.nan if r is None else float(r) for _, _, r in out]).reshape(shape),
+        "windows": np.array(win, np.int64),
+        "activation_ratio": np.array(act, np.float64).reshape(D, L, E),
+    }
+    if not by_domain:
+        want = {k: v[0] for k, v in want.items()}
+    return want
+
+
+@pytest.mark.parametrize("backend", backends_under_test())
 @given(
     tr=traces(max_experts=40, domains=True),
     ms=st.lists(segment_lengths(30), min_size=1, max_size=2),
@@ -100,13 +147,51 @@ def test_stack_tables_large_expert_counts(tr, policy, m):
     by_domain=st.booleans(),
 )
 def test_srp_public_api_matches_reference(backend, tr, ms, level, by_domain):
-    a = lk.srp(tr, ms, level=level, by_domain=by_domain, backend="reference")
-    b = lk.srp(tr, ms, level=level, by_domain=by_domain, backend=backend)
-    for name in ("value", "threshold", "ratio", "windows", "activation_ratio"):
-        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    """Every backend's public srp() equals the exact fractions of the reference's oracles
+    (window_histogram, srp_from_histogram), bit for bit: one correctly rounded division."""
+    got = lk.srp(tr, ms, level=level, by_domain=by_domain, backend=backend)
+    for i, m in enumerate(ms):
+        want = _exact_srp(tr, m, level, by_domain)
+        for name, w in want.items():
+            np.testing.assert_array_equal(getattr(got, name)[i], w, err_msg=name)
 
 
-@pytest.mark.parametrize("backend", FAST)
+def _exact_curves(tr, policy, m, level, warm, by_domain):
+    """Mean hit curves and summed stat from ``stack_depth_counts`` and exact ``hit_rates``."""
+    D, dom = _domain_index(tr, by_domain)
+    L, E, k = tr.num_layers, tr.num_experts, tr.top_k
+    model = level == "model"
+    n_ids = L * E if model else E
+    streams = 1 if model else L
+    sums = [[[Fraction(0)] * n_ids for _ in range(streams)] for _ in range(D)]
+    stat = np.zeros((D, streams, n_ids + 1), np.int64)
+    nseq = [0] * D
+    for s in range(tr.num_sequences):
+        seq = tr.sequence(s)
+        if len(seq) == 0:
+            continue
+        nseq[dom[s]] += 1
+        for u in range(streams):
+            if model:
+                stream = [[l * E + int(e) for l in range(L) for e in t[l]] for t in seq]
+            else:
+                stream = [list(map(int, t)) for t in seq[:, u]]
+            st_ = ref.stack_depth_counts(stream, n_ids, policy, m, warm)
+            stat[dom[s], u] += st_
+            rates = ref.hit_rates(st_, len(seq) * k * (L if model else 1))
+            sums[dom[s]][u] = [a + b for a, b in zip(sums[dom[s]][u], rates, strict=True)]
+    rates = np.array(
+        [[[float(v / nseq[d]) if nseq[d] else np.nan for v in row] for row in sums[d]]
+         for d in range(D)]
+    )  # fmt: skip
+    if model:
+        rates, stat = rates[:, 0], stat[:, 0]
+    if not by_domain:
+        rates, stat = rates[0], stat[0]
+    return rates, stat, np.array(nseq if by_domain else nseq[0])
+
+
+@pytest.mark.parametrize("backend", backends_under_test())
 @given(
     tr=traces(max_experts=40, domains=True),
     policy=st.sampled_from(POL),
@@ -116,11 +201,16 @@ def test_srp_public_api_matches_reference(backend, tr, ms, level, by_domain):
     by_domain=st.booleans(),
 )
 def test_hit_curve_public_api_matches_reference(backend, tr, policy, m, level, warm, by_domain):
-    kw = dict(m=m if policy == "sch" else None, level=level, warm_start=warm, by_domain=by_domain)
-    a = lk.hit_curve(tr, policy, backend="reference", **kw)
-    b = lk.hit_curve(tr, policy, backend=backend, **kw)
-    np.testing.assert_array_equal(a.rates, b.rates)
-    np.testing.assert_array_equal(a.stat, b.stat)
+    """Every backend's public hit_curve() equals the mean of the reference's exact
+    per-sequence hit rates (stack_depth_counts, hit_rates) within 1e-12; counts exactly."""
+    mm = m if policy == "sch" else None
+    got = lk.hit_curve(
+        tr, policy, m=mm, level=level, warm_start=warm, by_domain=by_domain, backend=backend
+    )
+    rates, stat, nseq = _exact_curves(tr, policy, mm, level, warm, by_domain)
+    np.testing.assert_allclose(got.rates, rates, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(got.stat, stat)
+    np.testing.assert_array_equal(got.sequences, nseq)
 
 
 @given(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import lrc_kernels as lk
-from lrc_kernels import _api
+from lrc_kernels import _stream
 from lrc_kernels.synthetic import synthetic_trace
 
 
@@ -27,7 +27,7 @@ def files(tmp_path_factory):
 
 @pytest.fixture(params=[None, 100], ids=["default-batches", "many-batches"])
 def batch_tokens(request, monkeypatch):
-    monkeypatch.setattr(_api, "STREAM_BATCH_TOKENS", request.param)
+    monkeypatch.setattr(_stream, "STREAM_BATCH_TOKENS", request.param)
     return request.param
 
 
@@ -70,7 +70,7 @@ def test_hit_curves_stream_exactly(files, batch_tokens, policy, level):
 
 def test_progress_callback_sees_every_batch(files, monkeypatch):
     tr, whole, _ = files
-    monkeypatch.setattr(_api, "STREAM_BATCH_TOKENS", 200)
+    monkeypatch.setattr(_stream, "STREAM_BATCH_TOKENS", 200)
     seen = []
     lk.sch(whole, 4, progress=lambda b: seen.append(b.num_tokens))
     assert len(seen) > 3 and sum(seen) == tr.num_tokens

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .._spec import m_columns
 from ._jit import jit, num_threads, prange
 from ._plan import make_plan
 
@@ -91,10 +92,8 @@ def window_hist_table(
         if np.unique(g).size != g.size or (lens.size and lens.max() >= 2**31):
             int32 = False  # groups of several sequences: counts may pass 2**31
     ms = np.asarray(ms, dtype=np.int64)
-    cols = np.zeros(ms.shape[0], np.int64)
-    if ms.shape[0] > 1:
-        cols[1:] = np.cumsum(ms[:-1] + 1)
-    width = int((ms + 1).sum())
+    first_cols, width = m_columns(ms.tolist())
+    cols = np.asarray(first_cols, np.int64)
     N, L, k = experts.shape
     Eo = int(num_experts) if per_expert else 1
     lengths = np.diff(offsets)

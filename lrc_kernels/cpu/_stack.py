@@ -23,7 +23,7 @@ from ._plan import make_plan
 
 __all__ = ["POLICY_CODES", "stack_stats_table"]
 
-POLICY_CODES = {"lru": 0, "lfu": 1, "belady": 2, "sch": 3}
+from .._spec import POLICY_CODES  # noqa: E402
 
 
 @jit()

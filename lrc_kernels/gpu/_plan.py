@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _spec
 from .. import _validate as _v
 from .._messages import plain
 from .._trace import Trace
@@ -42,7 +43,8 @@ KERNEL_DIR = Path(__file__).resolve().parent
 SOURCES = ("srp.cu", "stack.cu", "validate.cu")
 #: Options given to NVRTC at run time (the compile-only tests add -arch and -Werror).
 NVRTC_OPTIONS = ("-std=c++17",)
-POLICY_CODES = {"lru": 0, "lfu": 1, "belady": 2, "sch": 3}
+#: Integer policy codes of stack.cu (:data:`lrc_kernels._spec.POLICY_CODES`).
+POLICY_CODES = _spec.POLICY_CODES
 #: Upper bound of the per-thread scratch memory of one launch (bytes).
 DEFAULT_SCRATCH_BUDGET = 1 << 30
 #: Threads per block of the stream kernels (heavy per-thread state, little arithmetic).
@@ -71,17 +73,20 @@ class Launch:
     args: tuple[Any, ...]
 
 
-def read_source(name: str) -> str:
+def read_source(name: str, *, defines: bool = True) -> str:
     """Text of ``lrc_kernels/gpu/<name>`` with its local ``#include "..."`` lines inlined.
 
     This is the exact text handed to NVRTC, so it needs no include path, and CuPy's
-    on-disk kernel cache (keyed by source text) sees any change to a shared header.
+    on-disk kernel cache (keyed by source text) sees any change to a shared header. With
+    ``defines`` (the default) the policy codes of :func:`lrc_kernels._spec.cuda_defines`
+    come first, so the sources take them from the one list in ``_spec``.
     """
 
     def inline(match: re.Match[str]) -> str:
-        return read_source(match.group(1))
+        return read_source(match.group(1), defines=False)
 
-    return _INCLUDE.sub(inline, (KERNEL_DIR / name).read_text())
+    text = _INCLUDE.sub(inline, (KERNEL_DIR / name).read_text())
+    return _spec.cuda_defines() + text if defines else text
 
 
 def kernel_name(stem: str, dtype: np.dtype) -> str:
@@ -189,8 +194,8 @@ def window_hist_table(
     _, off_d, group_d = _seq_arrays(offsets, group, n_rows, n_groups, xp)
     x = _as_ids(experts, E, xp, launch)
     S = int(off_d.shape[0]) - 1
-    cols = np.concatenate([[0], np.cumsum([m + 1 for m in ms_list])]).astype(np.int64)
-    width = int(cols[-1])
+    first_cols, width = _spec.m_columns(ms_list)
+    cols = np.asarray(first_cols + [width], np.int64)
     Eo = E if per_expert else 1
     out = xp.zeros((n_groups, L, Eo, width), dtype=xp.int64)
     items = S * L * len(ms_list)

@@ -20,10 +20,14 @@
 // into nxt[], an int32 array laid out like the trace: no other thread reads that part.
 #include "common.cuh"
 
+// Policy codes: the loader prepends lrc_kernels._spec.cuda_defines(); these defaults (for
+// compiling the file from disk, e.g. the host-shim tests) are checked against _spec.
+#ifndef LRC_POLICY_LRU
 #define LRC_POLICY_LRU 0
 #define LRC_POLICY_LFU 1
 #define LRC_POLICY_BELADY 2
 #define LRC_POLICY_SCH 3
+#endif
 
 __device__ __forceinline__ i64 lrc_priority(const int* aux, const int* last, int y) {
     return (i64)aux[y] * 4294967296LL + (i64)last[y];
