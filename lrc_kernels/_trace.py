@@ -38,29 +38,9 @@ class LabelCodes:
         return list(self.index)
 
 
-def _is_device_array(x: Any) -> bool:
-    """True for CuPy arrays and CUDA torch tensors (anything living on a GPU)."""
-    mod = type(x).__module__
-    if mod.startswith("cupy"):
-        return True
-    if mod.startswith("torch") and getattr(getattr(x, "device", None), "type", None) == "cuda":
-        return True
-    return False
-
-
-def _to_numpy(x: Any, what: str) -> np.ndarray:
-    if _is_device_array(x):
-        # The GPU backend keeps device arrays on the device; the host containers here
-        # take a copy. One copy, made explicit.
-        if type(x).__module__.startswith("cupy"):
-            return x.get()
-        return x.detach().cpu().numpy()
-    if type(x).__module__.startswith("torch"):
-        return x.detach().numpy()
-    try:
-        return np.asarray(x)
-    except Exception as exc:  # pragma: no cover - numpy's own message is kept
-        raise TypeError(f"{what} could not be converted to a numpy array: {exc}") from exc
+# array-library handling lives in lrc_kernels._validate, the boundary module
+_is_device_array = _v.is_device_array
+_to_numpy = _v.to_numpy
 
 
 # Back-compatible names for the shared checks (lrc_kernels._validate owns them).
@@ -128,9 +108,7 @@ class Trace:
             # GPU-resident ids stay on the device: validated there (same checks and
             # messages as below), kept in the canonical dtype, and consumed by the GPU
             # backend without a host copy.
-            from . import gpu
-
-            experts, offsets = gpu.validate_ids(experts, offsets, E)
+            experts, offsets = _v.check_device_ids(experts, offsets, E)
             _validated = True
         x = experts if _is_device_array(experts) else _to_numpy(experts, "experts")
         if not _validated:
@@ -396,9 +374,7 @@ def as_trace(obj: Any, num_experts: int | None = None) -> Trace:
             "to a function that streams files)"
         )
     if _is_device_array(obj):
-        from . import gpu
-
-        x = gpu.as_device_array(obj)  # torch CUDA tensors become CuPy arrays (DLPack)
+        x = _v.device_array(obj)  # torch CUDA tensors become CuPy arrays (DLPack)
     else:
         x = _to_numpy(obj, "trace")
     _check_int_array(x, "trace")

@@ -421,3 +421,55 @@ def check_weights(
     if not copy and dtype is None:
         return np.ascontiguousarray(w)
     return np.array(w, dtype=dtype if dtype is not None else w.dtype, order="C", copy=True)
+
+
+# ------------------------------------------------------------ arrays of any library
+def is_device_array(x: Any) -> bool:
+    """True for CuPy arrays and CUDA torch tensors (anything living on a GPU)."""
+    mod = type(x).__module__
+    if mod.startswith("cupy"):
+        return True
+    if mod.startswith("torch") and getattr(getattr(x, "device", None), "type", None) == "cuda":
+        return True
+    return False
+
+
+def to_numpy(x: Any, what: str) -> np.ndarray:
+    """A host NumPy view or copy of ``x`` (CuPy and torch arrays included)."""
+    if is_device_array(x):
+        # The GPU backend keeps device arrays on the device; the host containers take a
+        # copy. One copy, made explicit.
+        if type(x).__module__.startswith("cupy"):
+            return x.get()
+        return x.detach().cpu().numpy()
+    if type(x).__module__.startswith("torch"):
+        return x.detach().numpy()
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # pragma: no cover - numpy's own message is kept
+        raise TypeError(f"{what} could not be converted to a numpy array: {exc}") from exc
+
+
+def whole_offsets(offsets: Any, N: int) -> np.ndarray:
+    """Checked int64 offsets of ``N`` token rows (``None``: one sequence of all of them)."""
+    if offsets is None:
+        return np.array([0, N], dtype=np.int64)
+    return check_offsets(to_numpy(offsets, "offsets"), N)
+
+
+def device_array(obj: Any) -> Any:
+    """A GPU array as a CuPy array (torch CUDA tensors through DLPack).
+
+    The id scans of device arrays run on their device, so this boundary module is the one
+    place outside the backends that reaches the GPU package, lazily and only for them.
+    """
+    from . import gpu
+
+    return gpu.as_device_array(obj)
+
+
+def check_device_ids(x: Any, offsets: Any, num_experts: int) -> tuple[Any, np.ndarray]:
+    """:func:`check_ids` and the layout checks for a GPU array, run on its device."""
+    from . import gpu
+
+    return gpu.validate_ids(x, offsets, num_experts)

@@ -200,31 +200,7 @@ def find_moe_sites(model: nn.Module, layers: Any = "auto") -> list[MoESite]:
         E = _router_num_experts(router, experts)
         if E is None or E < 2:
             continue
-        if getattr(router, "expert_capacity", None) is not None or hasattr(router, "route_tokens"):
-            if hasattr(router, "route_tokens"):
-                mode, k = "nllb", 2
-                policy = getattr(router, "second_expert_policy", "all")
-                if policy == "sampling":
-                    raise NotImplementedError(
-                        f"{path}: NLLB-MoE second_expert_policy='sampling' adds noise to the "
-                        "router logits in place, so the top-1 choice cannot be read back "
-                        "exactly; use second_expert_policy='all' (the released models' "
-                        "setting) to capture"
-                    )
-            else:
-                mode, k = "switch", 1
-        else:
-            mode = "experts" if experts is not None and _accepts_index_args(experts) else "router"
-            k = (
-                _int_attr(router, "top_k", "topk", "num_experts_per_tok", "moe_top_k")
-                or _int_attr(mod, "top_k", "num_experts_per_tok")
-                or _config_top_k(config)
-            )
-            if k is None:
-                raise ValueError(
-                    f"{path}: cannot tell how many experts each token uses (no top_k on the "
-                    "router, the block or the config); set config.num_experts_per_tok"
-                )
+        mode, k = _routing_mode(path, mod, router, experts, config)
         m = re.search(r"(?:^|\.)(\d+)(?:\.|$)", path)
         layer_id = int(m.group(1)) if m else len(sites)
         stack = _stack_of(model, path)
@@ -242,28 +218,7 @@ def find_moe_sites(model: nn.Module, layers: Any = "auto") -> list[MoESite]:
                 experts=experts,
             )
         )
-    if isinstance(layers, str):
-        if layers != "auto":
-            raise ValueError(
-                f"layers must be 'auto' or a list of layer ids / paths, got {layers!r}"
-            )
-        return sites
-    wanted = list(layers)
-    if all(isinstance(w, str) for w in wanted):
-        known = {s.path for s in sites}
-        missing = [w for w in wanted if w not in known]
-        if missing:
-            raise ValueError(f"no MoE block at {missing}; MoE blocks: {sorted(known)}")
-        return [s for s in sites if s.path in set(wanted)]
-    if all(isinstance(w, int) and not isinstance(w, bool) for w in wanted):
-        known_ids = {s.layer_id for s in sites}
-        missing_ids = [w for w in wanted if w not in known_ids]
-        if missing_ids:
-            raise ValueError(
-                f"layers {missing_ids} are not MoE layers; MoE layer ids: {sorted(known_ids)}"
-            )
-        return [s for s in sites if s.layer_id in set(wanted)]
-    raise TypeError(f"layers must be 'auto', a list of ints or a list of str, got {layers!r}")
+    return _select_sites(sites, layers)
 
 
 # ---------------------------------------------------------------------------- readers
@@ -357,3 +312,59 @@ def read_router_output(
         vals, ids = torch.topk(probs, k, dim=-1)
         return ids, vals
     return None, None
+
+
+def _routing_mode(path: str, mod: nn.Module, router: nn.Module, experts: Any, config: Any):
+    """How a block's choice is read (``switch``, ``nllb``, ``experts`` or ``router``), and k."""
+    if getattr(router, "expert_capacity", None) is not None or hasattr(router, "route_tokens"):
+        if hasattr(router, "route_tokens"):
+            mode, k = "nllb", 2
+            policy = getattr(router, "second_expert_policy", "all")
+            if policy == "sampling":
+                raise NotImplementedError(
+                    f"{path}: NLLB-MoE second_expert_policy='sampling' adds noise to the "
+                    "router logits in place, so the top-1 choice cannot be read back "
+                    "exactly; use second_expert_policy='all' (the released models' "
+                    "setting) to capture"
+                )
+        else:
+            mode, k = "switch", 1
+    else:
+        mode = "experts" if experts is not None and _accepts_index_args(experts) else "router"
+        k = (
+            _int_attr(router, "top_k", "topk", "num_experts_per_tok", "moe_top_k")
+            or _int_attr(mod, "top_k", "num_experts_per_tok")
+            or _config_top_k(config)
+        )
+        if k is None:
+            raise ValueError(
+                f"{path}: cannot tell how many experts each token uses (no top_k on the "
+                "router, the block or the config); set config.num_experts_per_tok"
+            )
+    return mode, k
+
+
+def _select_sites(sites: list[MoESite], layers: Any) -> list[MoESite]:
+    """The sites ``layers`` asks for (``"auto"``, model layer numbers or module paths)."""
+    if isinstance(layers, str):
+        if layers != "auto":
+            raise ValueError(
+                f"layers must be 'auto' or a list of layer ids / paths, got {layers!r}"
+            )
+        return sites
+    wanted = list(layers)
+    if all(isinstance(w, str) for w in wanted):
+        known = {s.path for s in sites}
+        missing = [w for w in wanted if w not in known]
+        if missing:
+            raise ValueError(f"no MoE block at {missing}; MoE blocks: {sorted(known)}")
+        return [s for s in sites if s.path in set(wanted)]
+    if all(isinstance(w, int) and not isinstance(w, bool) for w in wanted):
+        known_ids = {s.layer_id for s in sites}
+        missing_ids = [w for w in wanted if w not in known_ids]
+        if missing_ids:
+            raise ValueError(
+                f"layers {missing_ids} are not MoE layers; MoE layer ids: {sorted(known_ids)}"
+            )
+        return [s for s in sites if s.layer_id in set(wanted)]
+    raise TypeError(f"layers must be 'auto', a list of ints or a list of str, got {layers!r}")

@@ -24,7 +24,7 @@ import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ._jit import jit, prange
-from ._stack import _init_stream, _look_up
+from ._stack_steps import _init_stream, _look_up
 
 __all__ = ["belady_chunks"]
 

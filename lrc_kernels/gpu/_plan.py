@@ -20,7 +20,6 @@ import numpy as np
 from .. import _spec
 from .. import _validate as _v
 from .._messages import plain
-from .._trace import Trace
 
 __all__ = [
     "KERNEL_DIR",
@@ -348,7 +347,7 @@ def validate_ids(
     """The checks of ``Trace`` (same order, same messages), with the scans on ``xp`` arrays.
 
     Returns the ids as a C-contiguous array of the canonical dtype
-    (:func:`lrc_kernels._trace.id_dtype_for`) and the offsets as numpy int64.
+    (:func:`lrc_kernels._spec.id_dtype_for`) and the offsets as numpy int64.
     """
     E = _v.check_num_experts(num_experts)
     _v.check_int_array(x, "experts")
@@ -360,6 +359,6 @@ def validate_ids(
         )
     N, L, k = x.shape
     _v.check_layout(L, k, E)
-    off = Trace._check_offsets(offsets, N)
+    off = _v.whole_offsets(offsets, N)
     y = _v.check_ids(x, E, _v.sequence_where(off), scan=_device_scan(xp, launch))
     return y, off
