@@ -117,10 +117,23 @@ def curves(
     return rates, stat_sum, nseq
 
 
-def bootstrap_weights(S: int, B: int, seed: int) -> np.ndarray:
-    """``(B, S)`` multiplicities of each sequence in each of B resamples (seeded)."""
+def bootstrap_weights(S: int, B: int, seed: int, strata: np.ndarray | None = None) -> np.ndarray:
+    """``(B, S)`` multiplicities of each sequence in each of B resamples (seeded).
+
+    With ``strata`` (a label code per sequence, e.g. its domain), each resample draws, for
+    every stratum in code order, as many sequences as the stratum holds from that stratum
+    alone: every domain keeps its size in every resample, so a per-domain SRP is never
+    taken over an empty resample. Without it, the S sequences are drawn from all of them.
+    """
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, S, size=(B, S)) if S else np.zeros((B, 0), np.int64)
+    if strata is None:
+        draws = rng.integers(0, S, size=(B, S)) if S else np.zeros((B, 0), np.int64)
+    else:
+        strata = np.asarray(strata, np.int64)
+        draws = np.empty((B, S), np.int64)
+        for d in np.unique(strata):
+            members = np.flatnonzero(strata == d)
+            draws[:, members] = members[rng.integers(0, members.size, size=(B, members.size))]
     return np.bincount((draws + (np.arange(B) * S)[:, None]).ravel(), minlength=B * S).reshape(B, S)
 
 

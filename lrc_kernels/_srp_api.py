@@ -212,7 +212,8 @@ def _reduce_all(table: np.ndarray, acc: _Tables, req: _Request, red: Any) -> _Pe
             "int64, twice)",
             "lower bootstrap",
         )
-        Wmat = _reduce.bootstrap_weights(S, req.bootstrap, req.seed)
+        strata = dom_all if req.by_domain else None  # per-domain intervals: within domains
+        Wmat = _reduce.bootstrap_weights(S, req.bootstrap, req.seed, strata)
         seq_all = acc.seq_tables[0] if len(acc.seq_tables) == 1 else np.concatenate(acc.seq_tables)
     one = (lambda a: a) if req.by_domain else (lambda a: a[0])
     for c0, mm in zip(req.cols.tolist(), req.ms.tolist(), strict=True):
