@@ -164,3 +164,24 @@ def test_short_sequences_have_no_windows():
     d = lk.diagnose(ex1(), budget=2, m=9, level="layer")
     assert d.windows == 0 and d.working_set_percentiles.tolist() == [[-1, -1, -1]]
     assert "windows" in d.summary()
+
+
+# ------------------------------------------------------------------ lrc diagnose
+def test_cli_diagnose(tmp_path):
+    from test_cli import run_lrc
+
+    p = tmp_path / "ex.lrc.arrow"
+    lk.write_trace(p, ex1())
+    out = run_lrc("diagnose", p, "--budget", "2", "--m", "2", "--level", "layer").stdout
+    assert "verdict (one cache per layer (layer means)): NEAR BOUND" in out
+    assert "Belady 0.688  LRU 0.625  static 0.625" in out
+    assert "one shared cache" not in out
+    rows = json.loads(run_lrc("diagnose", p, p, "--rho", "1", "--m", "2", "--json").stdout)
+    assert len(rows) == 2 and rows[0]["trace"] == str(p)
+    assert rows[0]["budget"] == 2 and rows[0]["belady"] == [11 / 16]
+    assert rows[0]["verdicts"]["model"] == "near bound"
+    assert rows[0]["working_set_histogram"] == [[0, 0, 2, 4, 1]]
+    err = run_lrc("diagnose", p, "--budget", "5", check_rc=1).stderr
+    assert "budget must be <= 4" in err and str(p) in err
+    err = run_lrc("diagnose", p, "--budget", "2", "--rho", "1", check_rc=2).stderr
+    assert "not allowed with argument" in err

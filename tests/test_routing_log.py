@@ -217,3 +217,34 @@ def test_bad_arguments(tmp_path):
     (tmp_path / "e.jsonl").write_text("\n")
     with pytest.raises(ValueError, match="no records"):
         convert.from_routing_log(tmp_path / "e.jsonl", num_experts=4)
+
+
+# ------------------------------------------------------------------ lrc convert
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_cli_convert_routing_log(tmp_path, fmt):
+    from test_cli import run_lrc
+
+    t = make_trace(7)
+    recs = records(t)
+    p = (write_jsonl if fmt == "jsonl" else write_csv)(tmp_path / f"log.{fmt}", recs)
+    out = tmp_path / "t.lrc.arrow"
+    r = run_lrc("convert", p, "--out", out, "--num-experts", t.num_experts)
+    assert "at most 1 open at once" in r.stderr
+    same(t, read_trace(out))
+    # with another input (not streamed): concatenated in memory
+    out2 = tmp_path / "t2.lrc.arrow"
+    run_lrc("convert", p, p, "--out", out2, "--num-experts", t.num_experts)
+    assert read_trace(out2).num_sequences == 2 * t.num_sequences
+    err = run_lrc("convert", p, "--out", tmp_path / "x.lrc.arrow", check_rc=1).stderr
+    assert "needs --num-experts" in err
+
+
+def test_cli_convert_bad_log(tmp_path):
+    from test_cli import run_lrc
+
+    p = tmp_path / "bad.jsonl"
+    p.write_text(line() + "\n" + line(position=1, experts=[0, 7]) + "\n")
+    err = run_lrc(
+        "convert", p, "--out", tmp_path / "t.lrc.arrow", "--num-experts", 4, check_rc=1
+    ).stderr
+    assert "line 2: field 'experts': id 7 is outside [0, 4)" in err
