@@ -30,18 +30,12 @@ GAP = 0.10
 VERDICTS = ("fits", "working-set limit", "policy gap", "near bound")
 LEVELS = ("layer", "model", "both")
 _EXPLAIN = {
-    "fits": "LRU already hits >= {fits:.2f}: the budget holds the working set; nothing to fix",
+    "fits": "LRU already hits >= {fits:.2f}: the budget holds the working set",
     "working-set limit": (
-        "even Belady (the offline optimum) hits < {low:.2f}: no replacement policy can do "
-        "much better at this budget; only more memory (or more local routing) helps"
+        "even Belady (the offline optimum) hits < {low:.2f}: only more memory helps"
     ),
-    "policy gap": (
-        "Belady beats LRU by >= {gap:.2f}: a better (predictive) policy would help at this budget"
-    ),
-    "near bound": (
-        "LRU is within {gap:.2f} of Belady: a better policy gains little; more memory raises "
-        "every policy"
-    ),
+    "policy gap": "Belady beats LRU by >= {gap:.2f}: a better (predictive) policy would help",
+    "near bound": "LRU is within {gap:.2f} of Belady: only more memory helps much",
 }
 
 
