@@ -170,7 +170,8 @@ def diagnose(
         :func:`lrc_kernels.read_trace` takes).
     budget : int, optional
         Experts held in fast memory per layer, ``C`` in ``[1, E]``. The shared cache holds
-        ``L * C``. Give ``budget`` or ``rho``, not both; default ``rho = 2``.
+        ``L * C``. Give ``budget`` or ``rho``, not both; default ``rho = 2`` (``C = 2k``,
+        at most ``E``).
     rho : float, optional
         The budget as a cache ratio ``C / k`` (must give a whole ``C``).
     m : int
@@ -266,7 +267,10 @@ def _budget(budget: Any, rho: Any, E: int, k: int) -> tuple[int, float]:
     if budget is not None:
         C = check_int(budget, "budget", 1, E, what="a number of experts per layer")
         return C, C / k
-    r = 2.0 if rho is None else rho
+    if rho is None:  # the paper's rho = 2, capped at all E experts
+        C = min(2 * k, E)
+        return C, C / k
+    r = rho
     if isinstance(r, bool) or not isinstance(r, (int, float, np.integer, np.floating)):
         raise TypeError(f"rho must be a number (the cache ratio C / k), got {r!r}")
     r = float(r)

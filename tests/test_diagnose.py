@@ -185,3 +185,43 @@ def test_cli_diagnose(tmp_path):
     assert "budget must be <= 4" in err and str(p) in err
     err = run_lrc("diagnose", p, "--budget", "2", "--rho", "1", check_rc=2).stderr
     assert "not allowed with argument" in err
+
+
+@settings(max_examples=40, deadline=None)
+@given(traces(max_len=20), st.integers(1, 20), st.data())
+def test_edges_of_random_traces(t, m, data):
+    """Ragged traces with empty sequences, E = 1, k = E, m > T: exact counts, rates in
+    [0, 1], and the hit rates are those of hit_curve at the budget."""
+    if t.num_tokens == 0:
+        with pytest.raises(ValueError, match="no tokens"):
+            lk.diagnose(t, 1)
+        return
+    E, k, L = t.num_experts, t.top_k, t.num_layers
+    C = data.draw(st.integers(1, E))
+    d = lk.diagnose(t, C, m=m)
+    lengths = np.diff(t.offsets)
+    assert d.windows == int(np.maximum(lengths - m + 1, 0).sum())
+    assert (d.working_set_histogram.sum(axis=1) == d.windows).all()
+    assert d.activations.sum() == t.num_tokens * k * L
+    assert (d.reuse_histogram.sum(axis=1) == t.num_tokens * k).all()
+    assert ((1 <= d.experts_for_coverage) & (d.experts_for_coverage <= E)).all()
+    assert ((0 <= d.entropy) & (d.entropy <= 1 + 1e-12)).all()
+    for v in (d.static, d.belady, d.lru, [d.model_static, d.model_belady, d.model_lru]):
+        assert all(0 <= x <= 1 for x in v)
+    assert d.belady.tolist() == lk.hit_curve(t, "belady").at(C / k).tolist()
+    assert d.model_lru == float(lk.hit_curve(t, "lru", level="model").at(C / k))
+    if C == E:  # everything fits: the static oracle holds every expert
+        assert d.static.tolist() == [1.0] * L and d.model_static == 1.0
+    d.summary()
+    json.dumps(d.to_dict())
+
+
+@pytest.mark.parametrize("bad", [0.5, "2", None, True, np.float64(2.0), 2**70, -1])
+def test_odd_budgets_are_refused_clearly(bad):
+    if bad is None:  # the default: rho = 2
+        assert lk.diagnose(ex1(), bad).budget == 4
+        # k = E = 2: rho = 2 would need 4 experts; the default caps C at E
+        assert lk.diagnose(np.array([[0, 1]]), num_experts=2).budget == 2
+        return
+    with pytest.raises((TypeError, ValueError), match="budget"):
+        lk.diagnose(ex1(), bad)
