@@ -32,7 +32,8 @@ LEVELS = ("layer", "model", "both")
 _EXPLAIN = {
     "fits": "LRU already hits >= {fits:.2f}: the budget holds the working set",
     "working-set limit": (
-        "even Belady (the offline optimum) hits < {low:.2f}: only more memory helps"
+        "even Belady (the offline optimum) hits < {low:.2f}: no policy reaches a good hit "
+        "rate; more memory is needed"
     ),
     "policy gap": "Belady beats LRU by >= {gap:.2f}: a better (predictive) policy would help",
     "near bound": "LRU is within {gap:.2f} of Belady: only more memory helps much",
@@ -407,6 +408,10 @@ def _summary(d: Diagnosis) -> str:
             f"  Belady {b:.3f}  LRU {u:.3f}  static {s:.3f}  gap (Belady - LRU) {b - u:.3f}",
             "  " + _EXPLAIN[v].format(**th),
         ]
+        if v == "working-set limit" and b - u >= GAP - 1e-12:
+            lines.append(
+                f"  (a better policy would still gain up to {b - u:.2f}, short of {LOW_BELADY:.2f})"
+            )
     lines.append(
         f"rules: fits if LRU >= {FITS_LRU:.2f}; else working-set limit if Belady < "
         f"{LOW_BELADY:.2f}; else policy gap if Belady - LRU >= {GAP:.2f}; else near bound"

@@ -48,7 +48,11 @@ def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
         help="experts in fast memory per layer (the shared cache holds L*C)",
     )
     b.add_argument(
-        "--rho", type=_ratio, default=None, metavar="R", help="budget as C / k (default: 2)"
+        "--rho",
+        type=_ratio,
+        default=None,
+        metavar="R",
+        help="budget as C / k (default: 2, capped at E / k)",
     )
     p.add_argument(
         "--m", type=_positive_int, default=16, help="working-set window in tokens (default: 16)"
