@@ -248,3 +248,15 @@ def test_cli_convert_bad_log(tmp_path):
         "convert", p, "--out", tmp_path / "t.lrc.arrow", "--num-experts", 4, check_rc=1
     ).stderr
     assert "line 2: field 'experts': id 7 is outside [0, 4)" in err
+
+
+def test_gzip_and_ndjson(tmp_path):
+    import gzip
+
+    t = make_trace(3)
+    text = "".join(json.dumps(r) + "\n" for r in records(t))
+    with gzip.open(tmp_path / "log.jsonl.gz", "wt") as f:
+        f.write(text)
+    (tmp_path / "log.ndjson").write_text(text)
+    same(t, convert.from_routing_log(tmp_path / "log.jsonl.gz", num_experts=t.num_experts))
+    same(t, convert.from_routing_log(tmp_path / "log.ndjson", num_experts=t.num_experts))
