@@ -21,6 +21,7 @@ from ._api import (
 )
 from ._results import HitCurve, SRPResult
 from ._trace import Trace, as_trace
+from .diagnose import Diagnosis, diagnose
 
 __version__ = "0.1.0"
 
@@ -55,6 +56,8 @@ __all__ = [
     "domain_specialization",
     "SRPResult",
     "HitCurve",
+    "diagnose",
+    "Diagnosis",
     "__version__",
     *_LAZY,
 ]

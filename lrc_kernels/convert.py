@@ -37,6 +37,10 @@ __all__ = [
     "to_vllm",
     "from_hf_router_logits",
     "from_safetensors_topk",
+    "from_routing_log",
+    "routing_log_to_file",
+    "iter_routing_log",
+    "RoutingLogStats",
 ]
 
 
@@ -601,3 +605,12 @@ def from_safetensors_topk(
         return Trace(ids, off, num_experts=E, domains=doms, meta=m)
     except ValueError as exc:
         raise ValueError(f"{files[0].parent}: {exc}") from None
+
+
+# routing logs (JSONL / CSV records, one per token and layer): lrc_kernels/_routing_log.py
+from ._routing_log import (  # noqa: E402
+    RoutingLogStats,
+    from_routing_log,
+    iter_routing_log,
+    routing_log_to_file,
+)

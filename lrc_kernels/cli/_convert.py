@@ -24,6 +24,9 @@ Writes one trace file from (through lrc_kernels.convert):
   .safetensors  the paper code's per-layer top-k files (a directory of them, one per
                 layer, or the files in layer order); needs --num-experts
   .lrc.arrow    trace files or shard directories: merged and recompressed
+  .jsonl .csv   routing logs, one record per (request, position, layer) with the
+                top-k experts (docs/trace-format.md, "Routing logs"); needs
+                --num-experts; one input alone streams to --out with bounded memory
 Several inputs are concatenated in order; they must agree on E, L and k.
 --num-experts is required unless the input stores it: the highest experts may never
 be chosen, so E cannot be inferred from the ids.
@@ -62,6 +65,13 @@ def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
         help="cut sequences into pieces of T tokens (the paper uses 512)",
     )
     p.add_argument("--model", default=None, help="model name to store in the metadata")
+    p.add_argument(
+        "--max-open",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="routing logs: requests buffered at once (default 1: records grouped by request)",
+    )
     p.add_argument(
         "--domain",
         default=None,
@@ -138,6 +148,15 @@ def _load_input(path: Path, args: argparse.Namespace) -> tuple[Any, Any]:
         except (ValueError, TypeError) as exc:
             raise _need_e(exc, path) from None
         return tr, None
+    if _is_routing_log(path):
+        if args.num_experts is None:
+            raise CLIError(f"{path}: a routing log needs --num-experts E")
+        if args.domain is not None:
+            raise CLIError("--domain applies to numpy inputs; routing logs carry a domain field")
+        tr = convert.from_routing_log(
+            path, num_experts=args.num_experts, weights=weights, max_open=args.max_open
+        )
+        return tr, None
     if path.suffix == ".safetensors" or (
         path.is_dir() and any(path.glob("*.safetensors")) and not any(path.glob("*.arrow"))
     ):
@@ -202,6 +221,36 @@ def _concat(traces: list[Any]) -> Any:
     return trace_io.concat_traces(traces)
 
 
+def _is_routing_log(path: Path) -> bool:
+    return path.name.lower().endswith(
+        (".jsonl", ".ndjson", ".csv", ".jsonl.gz", ".ndjson.gz", ".csv.gz")
+    )
+
+
+def _stream_routing_log(path: Path, out: Path, args: argparse.Namespace) -> int:
+    """One routing log alone: written request by request (bounded memory)."""
+    from .. import convert
+
+    if args.num_experts is None:
+        raise CLIError(f"{path}: a routing log needs --num-experts E")
+    st = convert.routing_log_to_file(
+        path,
+        out,
+        num_experts=args.num_experts,
+        weights=not args.no_weights,
+        max_open=args.max_open,
+        model=args.model,
+    )
+    if not args.quiet:
+        print(
+            f"wrote {out}: {st.requests:,} requests, {st.tokens:,} tokens from "
+            f"{st.records:,} records (at most {st.peak_open} open at once), "
+            f"{_human_bytes(out.stat().st_size)}",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from .. import io as trace_io
 
@@ -212,6 +261,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
             raise CLIError(f"{p}: no such file or directory")
         if p.resolve() == out.resolve():
             raise CLIError(f"{p}: --out must differ from the inputs")
+    if len(inputs) == 1 and _is_routing_log(inputs[0]) and args.split is None:
+        if args.domain is not None:
+            raise CLIError("--domain applies to numpy inputs; routing logs carry a domain field")
+        return _stream_routing_log(inputs[0], out, args)
     traces, tokens = [], []
     for p in inputs:
         tr, tok = _load_input(p, args)
