@@ -61,6 +61,14 @@ NEVER = {
         BACKENDS + METRIC_INTERNALS + ("lrc_kernels.cli", "lrc_kernels.report"),
         "converters know no kernels",
     ),
+    "lrc_kernels._routing_log": (
+        BACKENDS + METRIC_INTERNALS + ("lrc_kernels.cli", "lrc_kernels.report"),
+        "converters know no kernels",
+    ),
+    "lrc_kernels.diagnose": (
+        BACKENDS + METRIC_INTERNALS + ("lrc_kernels.cli", "lrc_kernels.report"),
+        "the diagnosis sits on the public API",
+    ),
     "lrc_kernels.cli": (
         BACKENDS + METRIC_INTERNALS + ("lrc_kernels._trace",),
         "the CLI sits on the public API",
