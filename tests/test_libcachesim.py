@@ -34,6 +34,7 @@ def _lcs_cache(policy, C):
         "arc": lcs.ARC,
         "sieve": lcs.Sieve,
         "s3fifo": lcs.S3FIFO,
+        "lfu": lcs.LFU,
     }[policy]
     return cls(cache_size=int(C), hashpower=10)
 
@@ -133,3 +134,33 @@ def test_shipped_traces_agree(path, policy):
     assert equal == checked and broken == 0
     if policy != "s3fifo" or tr.num_experts >= S3FIFO_MIN:
         assert checked > 0
+
+
+def _in_cache_lfu(ids, C):
+    """LFU that forgets an evicted object's count; evicts the least (count, last access)."""
+    count, last, hits = {}, {}, 0
+    for t, x in enumerate(ids):
+        if x in count:
+            hits += 1
+            count[x] += 1
+        else:
+            if len(count) >= C:
+                del count[min(count, key=lambda z: (count[z], last[z]))]
+            count[x] = 1
+        last[x] = t
+    return hits
+
+
+def test_lfu_difference_is_in_cache_counting():
+    """libCacheSim's LFU is in-cache LFU with our tie-break (the oldest last access goes);
+    the package's stack LFU counts every access of the sequence (docs/metrics.md)."""
+    differ = 0
+    for tr in random_traces(n=9):
+        ids = tr.experts[:, 0, 0].tolist()
+        stat = lk.hit_curve(tr, "lfu", warm_start=False, backend="cpu").stat
+        ours = np.cumsum(stat[0, :-1])
+        for C in range(1, tr.num_experts + 1):
+            theirs = lcs_hits(ids, "lfu", C)
+            assert theirs == _in_cache_lfu(ids, C)
+            differ += theirs != int(ours[C - 1])
+    assert differ > 0  # the two LFUs are different policies
