@@ -63,3 +63,8 @@ def id_dtype_for(num_experts: int) -> np.dtype:
 def cuda_defines() -> str:
     """``#define LRC_POLICY_<NAME> <code>`` lines for the CUDA sources."""
     return "".join(f"#define LRC_POLICY_{p.upper()} {c}\n" for p, c in POLICY_CODES.items())
+
+
+#: Policies without the stack property: one simulation per cache size (``docs/metrics.md``,
+#: "Policies without the stack property"), with libCacheSim's default parameters.
+SIZE_POLICIES: tuple[str, ...] = ("fifo", "clock", "sieve", "s3fifo", "arc")
