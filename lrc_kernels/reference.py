@@ -26,6 +26,8 @@ __all__ = [
     "hit_rates",
     "window_hist_table",
     "stack_stats_table",
+    "policy_hits",
+    "policy_hits_table",
 ]
 
 
