@@ -59,10 +59,6 @@ class Reductions(Protocol):
         """``np.quantile(x, qs, axis=0)``, method "linear"."""
         ...
 
-    def sum_rows(self, t: np.ndarray) -> np.ndarray:
-        """``t.sum(axis=0)`` of an integer table, as int64."""
-        ...
-
 
 class Backend(Reductions, Protocol):
     """What :func:`lrc_kernels.srp`, :func:`~lrc_kernels.sch` and
@@ -165,9 +161,6 @@ class NumpyReductions:
             return np.full((qs.shape[0], x.shape[1]), np.nan)
         return np.quantile(np.asarray(x, np.float64), qs, axis=0)
 
-    def sum_rows(self, t: np.ndarray) -> np.ndarray:
-        return np.asarray(t).sum(axis=0, dtype=np.int64)
-
 
 class NumbaReductions:
     """The reductions as the parallel Numba kernels of :mod:`lrc_kernels.cpu._srp`."""
@@ -207,11 +200,6 @@ class NumbaReductions:
         from .cpu._srp import column_quantiles
 
         return column_quantiles(x, qs)
-
-    def sum_rows(self, t: np.ndarray) -> np.ndarray:
-        from .cpu._srp import sum_rows
-
-        return sum_rows(t)
 
 
 def reductions(name: str = "auto") -> Reductions:

@@ -257,19 +257,3 @@ def test_fused_resample_f1_equals_product_then_f1(R, m, B, S, block, seed):
     got = resample_best_f1(W, H, row_ptr, col_c, m, block=block)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(NumbaReductions().resample_best_f1(W, H, row_ptr, col_c, m), want)
-
-
-@pytest.mark.parametrize("red", REDS, ids=IDS)
-@given(
-    shape=st.tuples(st.integers(0, 5), st.integers(0, 3), st.integers(0, 5000)),
-    dtype=st.sampled_from([np.int32, np.int64]),
-    seed=st.integers(0, 2**32 - 1),
-)
-def test_sum_rows_is_the_exact_int64_sum(red, shape, dtype, seed):
-    rng = np.random.default_rng(seed)
-    hi = np.iinfo(np.int32).max if dtype == np.int32 else 2**59  # int64 sums of <= 5 rows fit
-    t = rng.integers(0, hi, size=shape, dtype=dtype)
-    got = red.sum_rows(t)
-    assert got.dtype == np.int64
-    want = [[sum(int(v) for v in t[:, i, j]) for j in range(shape[2])] for i in range(shape[1])]
-    assert got.tolist() == want

@@ -253,27 +253,6 @@ def gather_bins(tab: np.ndarray, c0: int, m: int, keep: np.ndarray, dtype) -> np
     return out
 
 
-@jit(parallel=True)
-def _sum_rows(t2, out):
-    S, C = t2.shape
-    nb = (C + 4095) // 4096
-    for blk in prange(nb):  # column blocks: each thread owns its cells, integer sums
-        a = blk * 4096
-        b = min(C, a + 4096)
-        for s in range(S):
-            for c in range(a, b):
-                out[c] += t2[s, c]
-
-
-def sum_rows(t: np.ndarray) -> np.ndarray:
-    """``t.sum(axis=0)`` of an integer table as int64, in parallel (exact: integer sums)."""
-    t = np.ascontiguousarray(t)
-    out = np.zeros(t.shape[1:], np.int64)
-    if t.size:
-        _sum_rows(t.reshape(t.shape[0], -1), out.reshape(-1))
-    return out
-
-
 _BLAS = None
 
 
