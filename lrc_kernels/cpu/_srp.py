@@ -317,6 +317,9 @@ def resample_best_f1(
     product is never written to memory: each block's product (B x at most ~512 floats)
     stays in the core's cache. Every product entry is the same exact integer sum, and each
     F1 the same arithmetic as :func:`best_f1_sparse`, so the result has the same bits.
+    On one thread (and no ``block``) the unfused product is used: there, one large BLAS
+    call was measured about 8% faster; on two threads the fused form was 1.6x faster
+    (the two cores no longer compete for memory bandwidth on the (B, J) matrix).
     """
     W = np.ascontiguousarray(W, dtype=H.dtype)
     H = np.ascontiguousarray(H)
@@ -328,6 +331,8 @@ def resample_best_f1(
         return out
     J = int(row_ptr[-1] - row_ptr[0])
     threads = num_threads()
+    if threads == 1 and not block:  # one thread: one large product is ~8% faster
+        return best_f1_sparse(resample_product(W, H), row_ptr, col_c, m)
     target = int(block) if block else max(64, min(512, -(-J // (4 * threads))))
     blocks = _row_blocks(row_ptr, target)
     max_row = max(int(np.diff(row_ptr).max()), 1)
