@@ -49,6 +49,12 @@ class Reductions(Protocol):
         """``W @ H`` in ``H.dtype`` (exact: the caller picks a dtype that holds the sums)."""
         ...
 
+    def resample_best_f1(
+        self, W: np.ndarray, H: np.ndarray, row_ptr: np.ndarray, col_c: np.ndarray, m: int
+    ) -> np.ndarray:
+        """``best_f1_sparse(resample_product(W, H), row_ptr, col_c, m)`` (same bits)."""
+        ...
+
     def column_quantiles(self, x: np.ndarray, qs: Any) -> np.ndarray:
         """``np.quantile(x, qs, axis=0)``, method "linear"."""
         ...
@@ -144,6 +150,11 @@ class NumpyReductions:
     def resample_product(self, W: np.ndarray, H: np.ndarray) -> np.ndarray:
         return np.asarray(W, dtype=H.dtype) @ H
 
+    def resample_best_f1(
+        self, W: np.ndarray, H: np.ndarray, row_ptr: np.ndarray, col_c: np.ndarray, m: int
+    ) -> np.ndarray:
+        return self.best_f1_sparse(self.resample_product(W, H), row_ptr, col_c, m)
+
     def column_quantiles(self, x: np.ndarray, qs: Any) -> np.ndarray:
         qs = np.asarray(qs, np.float64)
         if not (x.shape[0] and x.shape[1]):
@@ -177,6 +188,13 @@ class NumbaReductions:
         from .cpu._srp import resample_product
 
         return resample_product(W, H)
+
+    def resample_best_f1(
+        self, W: np.ndarray, H: np.ndarray, row_ptr: np.ndarray, col_c: np.ndarray, m: int
+    ) -> np.ndarray:
+        from .cpu._srp import resample_best_f1
+
+        return resample_best_f1(W, H, row_ptr, col_c, m)
 
     def column_quantiles(self, x: np.ndarray, qs: Any) -> np.ndarray:
         from .cpu._srp import column_quantiles

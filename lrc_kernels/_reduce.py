@@ -187,7 +187,7 @@ def bootstrap_ci(
     out_lo, out_hi = [], []
     for d in range(totals.shape[0]):
         Wd = Wmat if not by_domain else Wmat * (dom_all == d)[None, :]
-        f1 = red.best_f1_sparse(red.resample_product(Wd, Hs), row_ptr, col_c, m)
+        f1 = red.resample_best_f1(Wd, Hs, row_ptr, col_c, m)
         qlo, qhi = red.column_quantiles(f1, q)
         e = (est[d] if by_domain else est[0]).reshape(-1)
         out_lo.append((2 * e - qhi).reshape(row_shape))

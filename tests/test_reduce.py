@@ -232,3 +232,28 @@ def test_by_domain_interval_is_taken_within_domains():
     only_a = tr.select(sequences=[0, 1])
     ra = lk.srp(only_a, 4, bootstrap=200, seed=0)
     assert ra.value == r.value[0]
+
+
+@given(
+    R=st.integers(1, 12),
+    m=st.integers(1, 9),
+    B=st.integers(1, 7),
+    S=st.integers(1, 6),
+    block=st.integers(1, 20),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_fused_resample_f1_equals_product_then_f1(R, m, B, S, block, seed):
+    """The blocked, fused product + F1 of the CPU gives the unfused bits for any cut."""
+    from lrc_kernels.cpu._srp import resample_best_f1
+
+    rng = np.random.default_rng(seed)
+    nb = rng.integers(0, m + 2, size=R)  # kept bins per row, some rows empty
+    row_ptr = np.concatenate([[0], np.cumsum(nb)]).astype(np.int64)
+    col_c = np.concatenate([np.sort(rng.choice(m + 1, n, replace=False)) for n in nb] + [[]])
+    col_c = col_c.astype(np.int64)
+    H = rng.integers(0, 50, size=(S, int(row_ptr[-1]))).astype(np.float32)
+    W = rng.integers(0, 4, size=(B, S))
+    want = NumpyReductions().resample_best_f1(W, H, row_ptr, col_c, m)
+    got = resample_best_f1(W, H, row_ptr, col_c, m, block=block)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(NumbaReductions().resample_best_f1(W, H, row_ptr, col_c, m), want)

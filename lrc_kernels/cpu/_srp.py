@@ -165,6 +165,26 @@ def best_f1_rows(H: np.ndarray, m: int):
     return f1, thr, preds, acts
 
 
+@jit()
+def _f1_sparse_row(hb, a, n, col_c, m, off, suf_m, suf_c):
+    """Best F1 of one resampled row: kept bins ``a .. a+n-1`` read at ``hb[j - off]``."""
+    matches = 0.0
+    cells = 0.0
+    for i in range(n - 1, -1, -1):  # suffix sums: sequential, additions only
+        h = np.float64(hb[a + i - off])
+        matches += col_c[a + i] * h
+        cells += h
+        suf_m[i] = matches
+        suf_c[i] = cells
+    acts = matches  # the suffix from the lowest kept bin is every activation
+    best = 0.0
+    for i in range(n):  # independent divisions: vectorised
+        den = m * suf_c[i] + acts
+        v = 2.0 * suf_m[i] / den if den > 0 else 0.0
+        best = max(best, v)
+    return best
+
+
 @jit(parallel=True)
 def _best_f1_sparse(Hb, row_ptr, col_c, m, max_row, out):
     B = Hb.shape[0]
@@ -174,22 +194,20 @@ def _best_f1_sparse(Hb, row_ptr, col_c, m, max_row, out):
         suf_c = np.empty(max_row, np.float64)  # windows with count >= p
         for r in range(R):
             a = row_ptr[r]
-            n = row_ptr[r + 1] - a
-            matches = 0.0
-            cells = 0.0
-            for i in range(n - 1, -1, -1):  # suffix sums: sequential, additions only
-                h = np.float64(Hb[b, a + i])
-                matches += col_c[a + i] * h
-                cells += h
-                suf_m[i] = matches
-                suf_c[i] = cells
-            acts = matches  # the suffix from the lowest kept bin is every activation
-            best = 0.0
-            for i in range(n):  # independent divisions: vectorised
-                den = m * suf_c[i] + acts
-                v = 2.0 * suf_m[i] / den if den > 0 else 0.0
-                best = max(best, v)
-            out[b, r] = best
+            out[b, r] = _f1_sparse_row(Hb[b], a, row_ptr[r + 1] - a, col_c, m, 0, suf_m, suf_c)
+
+
+@jit()
+def _best_f1_block(P, row_ptr, col_c, m, r0, r1, max_row, out):
+    """:func:`_best_f1_sparse` for rows ``r0 .. r1-1`` of a product block ``P`` whose column
+    0 is kept bin ``row_ptr[r0]`` (serial: called from several Python threads)."""
+    off = row_ptr[r0]
+    suf_m = np.empty(max_row, np.float64)
+    suf_c = np.empty(max_row, np.float64)
+    for b in range(P.shape[0]):
+        for r in range(r0, r1):
+            a = row_ptr[r]
+            out[b, r] = _f1_sparse_row(P[b], a, row_ptr[r + 1] - a, col_c, m, off, suf_m, suf_c)
 
 
 def best_f1_sparse(Hb: np.ndarray, row_ptr: np.ndarray, col_c: np.ndarray, m: int) -> np.ndarray:
@@ -274,6 +292,65 @@ def resample_product(W: np.ndarray, H: np.ndarray) -> np.ndarray:
         with ThreadPoolExecutor(max_workers=n) as pool:
             list(pool.map(part, range(n)))
         return out
+
+
+def _row_blocks(row_ptr: np.ndarray, target: int) -> list[tuple[int, int]]:
+    """Consecutive row ranges ``(r0, r1)`` of about ``target`` kept bins each."""
+    R = row_ptr.shape[0] - 1
+    blocks, r0 = [], 0
+    while r0 < R:
+        stop = int(np.searchsorted(row_ptr, row_ptr[r0] + target, side="right")) - 1
+        r1 = min(max(stop, r0 + 1), R)
+        blocks.append((r0, r1))
+        r0 = r1
+    return blocks
+
+
+def resample_best_f1(
+    W: np.ndarray, H: np.ndarray, row_ptr: np.ndarray, col_c: np.ndarray, m: int, *, block=None
+) -> np.ndarray:
+    """``best_f1_sparse(resample_product(W, H), row_ptr, col_c, m)``, fused by row blocks.
+
+    The rows are cut into blocks of about ``block`` kept bins (default: a quarter of each
+    thread's share, at most 512); each thread multiplies ``W`` by its blocks' columns
+    (single-threaded BLAS) and takes the best F1 of those rows at once, so the (B, J)
+    product is never written to memory: each block's product (B x at most ~512 floats)
+    stays in the core's cache. Every product entry is the same exact integer sum, and each
+    F1 the same arithmetic as :func:`best_f1_sparse`, so the result has the same bits.
+    On one thread (and no ``block``) the unfused product is used: there, one large BLAS
+    call was measured about 8% faster; on two threads the fused form was 1.6x faster
+    (the two cores no longer compete for memory bandwidth on the (B, J) matrix).
+    """
+    W = np.ascontiguousarray(W, dtype=H.dtype)
+    H = np.ascontiguousarray(H)
+    row_ptr = row_ptr.astype(np.int64)
+    col_c = col_c.astype(np.int64)
+    R = row_ptr.shape[0] - 1
+    out = np.empty((W.shape[0], R), np.float64)
+    if not out.size:
+        return out
+    J = int(row_ptr[-1] - row_ptr[0])
+    threads = num_threads()
+    if threads == 1 and not block:  # one thread: one large product is ~8% faster
+        return best_f1_sparse(resample_product(W, H), row_ptr, col_c, m)
+    target = int(block) if block else max(64, min(512, -(-J // (4 * threads))))
+    blocks = _row_blocks(row_ptr, target)
+    max_row = max(int(np.diff(row_ptr).max()), 1)
+
+    def part(i: int) -> None:
+        r0, r1 = blocks[i]
+        P = W @ H[:, row_ptr[r0] : row_ptr[r1]]
+        _best_f1_block(P, row_ptr, col_c, int(m), r0, r1, max_row, out)
+
+    n = max(1, min(threads, len(blocks)))
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        if n == 1:
+            for i in range(len(blocks)):
+                part(i)
+        else:
+            with ThreadPoolExecutor(max_workers=n) as pool:
+                list(pool.map(part, range(len(blocks))))
+    return out
 
 
 @jit()
