@@ -425,7 +425,19 @@ def merge_sections(old: str, new: str) -> str:
             order.append(h)
         old_secs[h] = new_secs[h]
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    note = f"Sections rerun on {now} with `--only`: {', '.join(rerun)}."
+    # earlier partial reruns stay listed (each with its time) unless rerun again now
+    earlier = [
+        part.strip()
+        for ln in head
+        if ln.startswith("Sections rerun on ")
+        for part in ln.split(": ", 1)[1].rstrip(".").split("; ")
+        if part.split(" (", 1)[0] not in rerun
+    ]
+    note = (
+        "Sections rerun on their own with `--only`: "
+        + "; ".join([*earlier, *(f"{r} ({now})" for r in rerun)])
+        + "."
+    )
     head = [ln for ln in head if not ln.startswith("Sections rerun on ")]
     head.insert(min(3, len(head)), note)
     head.insert(min(4, len(head)), "")
