@@ -166,3 +166,10 @@ def _layer_mean(rows: list[dict[str, Any]], keys: Sequence[str]) -> dict[tuple, 
 
 def _fmt_rho(r: float) -> str:
     return f"{r:g}"
+
+
+def metric_inputs(args: argparse.Namespace) -> tuple[list[TraceSource], Progress]:
+    """The trace sources of a metric command (checked for ``--by-domain``) and its bars."""
+    sources = open_sources(args.traces)
+    _check_domains(args, sources)
+    return sources, Progress(_show_progress(args))

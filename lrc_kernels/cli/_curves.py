@@ -19,13 +19,10 @@ from ._args import (
 )
 from ._common import (
     EXIT_OK,
-    Progress,
-    _check_domains,
     _fmt_rho,
     _layer_mean,
-    _show_progress,
     _valid_rhos,
-    open_sources,
+    metric_inputs,
 )
 from ._output import _emit, _fmt, _model_frame, _rows, format_table
 
@@ -79,9 +76,7 @@ def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
 
 
 def cmd_curves(args: argparse.Namespace) -> int:
-    sources = open_sources(args.traces)
-    _check_domains(args, sources)
-    prog = Progress(_show_progress(args))
+    sources, prog = metric_inputs(args)
     results = []
     shown: dict[str, list[float]] = {}
     policies = list(dict.fromkeys(args.policy))

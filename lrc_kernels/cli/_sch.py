@@ -19,13 +19,10 @@ from ._args import (
 from ._common import (
     EXIT_OK,
     CLIError,
-    Progress,
-    _check_domains,
     _fmt_rho,
     _layer_mean,
-    _show_progress,
     _valid_rhos,
-    open_sources,
+    metric_inputs,
 )
 from ._output import _emit, _fmt, _model_frame, _rows, format_table
 
@@ -78,9 +75,7 @@ def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
 
 
 def cmd_sch(args: argparse.Namespace) -> int:
-    sources = open_sources(args.traces)
-    _check_domains(args, sources)
-    prog = Progress(_show_progress(args))
+    sources, prog = metric_inputs(args)
     results = []
     rho_cols: list[float] = []
     for s in sources:

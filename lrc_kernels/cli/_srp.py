@@ -17,7 +17,7 @@ from ._args import (
     _nonneg_int,
     _positive_int,
 )
-from ._common import EXIT_OK, Progress, _check_domains, _show_progress, open_sources
+from ._common import EXIT_OK, metric_inputs
 from ._output import _emit, _fmt, _model_frame, _rows, format_table
 
 DEFAULT_SRP_M = (4, 16, 64, 256)
@@ -83,9 +83,7 @@ def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
 
 
 def cmd_srp(args: argparse.Namespace) -> int:
-    sources = open_sources(args.traces)
-    _check_domains(args, sources)
-    prog = Progress(_show_progress(args))
+    sources, prog = metric_inputs(args)
     results = []
     for s in sources:
         with prog.pass_over(s, "SRP") as bar:
