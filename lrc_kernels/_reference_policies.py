@@ -21,6 +21,7 @@ from ._spec import POLICY_PARAMS, SIZE_POLICIES
 
 __all__ = ["policy_hits", "policy_hits_table", "static_ranking"]
 
+
 class _Policy:
     def __init__(self, C: int, stream=None, param=None) -> None:
         self.C = C

@@ -14,14 +14,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._spec import SIZE_POLICIES
+from .._spec import POLICY_PARAMS, SIZE_POLICIES
 from ._jit import jit, prange
 from ._plan import make_plan
+from ._policy_units import UNIT_CODES, push, token_ids, unit_lfu, unit_static, unlink
 
 __all__ = ["SIZE_POLICY_CODES", "policy_hits_table"]
 
-#: Integer code of each per-size policy inside the kernel ("lru" only checks the engine).
-SIZE_POLICY_CODES: dict[str, int] = {p: i for i, p in enumerate(SIZE_POLICIES + ("lru",))}
+#: Integer code of each per-size policy inside the kernels ("lru" and "lfu" only check the
+#: simulation against the stack engine); the LFU variants and static placements run the
+#: units of :mod:`lrc_kernels.cpu._policy_units`.
+SIZE_POLICY_CODES: dict[str, int] = {
+    p: i for i, p in enumerate(p for p in SIZE_POLICIES + ("lru",) if p not in UNIT_CODES)
+}
+SIZE_POLICY_CODES.update(UNIT_CODES)
+_LFU_UNITS = (UNIT_CODES["lfu"], UNIT_CODES["lfu-decay"], UNIT_CODES["lfu-window"])
+_STATIC_UNITS = (UNIT_CODES["static-oracle"], UNIT_CODES["static-prefix"], UNIT_CODES["pinned-lru"])
 _FIFO = SIZE_POLICY_CODES["fifo"]
 _CLOCK = SIZE_POLICY_CODES["clock"]
 _SIEVE = SIZE_POLICY_CODES["sieve"]
@@ -34,80 +42,48 @@ _HAND, _HAS_EVICTED, _S_SIZE, _M_SIZE, _G_SIZE = 0, 1, 2, 3, 4
 
 
 @jit()
-def _push(x, l, lst, prv, nxt, first, last, size):
-    """Append ``x`` as the newest entry of list ``l``."""
-    lst[x] = l
-    nxt[x] = -1
-    prv[x] = last[l]
-    if last[l] >= 0:
-        nxt[last[l]] = x
-    else:
-        first[l] = x
-    last[l] = x
-    size[l] += 1
-
-
-@jit()
-def _unlink(x, lst, prv, nxt, first, last, size):
-    """Remove ``x`` from its list."""
-    l = lst[x]
-    p = prv[x]
-    n = nxt[x]
-    if p >= 0:
-        nxt[p] = n
-    else:
-        first[l] = n
-    if n >= 0:
-        prv[n] = p
-    else:
-        last[l] = p
-    size[l] -= 1
-    lst[x] = -1
-
-
-@jit()
 def _arc_replace(in_b2, p, lst, prv, nxt, first, last, size):
     n1 = size[0]
     if (n1 > 0 and (n1 > p or (n1 == p and in_b2))) or size[1] == 0:
         y = first[0]
-        _unlink(y, lst, prv, nxt, first, last, size)
-        _push(y, 2, lst, prv, nxt, first, last, size)
+        unlink(y, lst, prv, nxt, first, last, size)
+        push(y, 2, lst, prv, nxt, first, last, size)
     else:
         y = first[1]
-        _unlink(y, lst, prv, nxt, first, last, size)
-        _push(y, 3, lst, prv, nxt, first, last, size)
+        unlink(y, lst, prv, nxt, first, last, size)
+        push(y, 3, lst, prv, nxt, first, last, size)
 
 
 @jit()
 def _arc(x, C, lst, prv, nxt, first, last, size, fp):
     """ARC as libCacheSim implements it: lists 0 = T1, 1 = T2, 2 = B1, 3 = B2; fp[0] = p."""
     if lst[x] == 0 or lst[x] == 1:
-        _unlink(x, lst, prv, nxt, first, last, size)
-        _push(x, 1, lst, prv, nxt, first, last, size)
+        unlink(x, lst, prv, nxt, first, last, size)
+        push(x, 1, lst, prv, nxt, first, last, size)
         return
     ghost = 0
     if lst[x] == 2:
         fp[0] = min(fp[0] + max(size[3] / size[2], 1.0), float(C))
-        _unlink(x, lst, prv, nxt, first, last, size)
+        unlink(x, lst, prv, nxt, first, last, size)
         ghost = 1
     elif lst[x] == 3:
         fp[0] = max(fp[0] - max(size[2] / size[3], 1.0), 0.0)
-        _unlink(x, lst, prv, nxt, first, last, size)
+        unlink(x, lst, prv, nxt, first, last, size)
         ghost = 2
     while size[0] + size[1] + 1 > C:
         if ghost != 0:
             _arc_replace(ghost == 2, fp[0], lst, prv, nxt, first, last, size)
         elif size[0] + size[2] + 1 > C:  # case IV
             if size[2] > 0:
-                _unlink(first[2], lst, prv, nxt, first, last, size)
+                unlink(first[2], lst, prv, nxt, first, last, size)
                 _arc_replace(False, fp[0], lst, prv, nxt, first, last, size)
             else:
-                _unlink(first[0], lst, prv, nxt, first, last, size)
+                unlink(first[0], lst, prv, nxt, first, last, size)
         else:
             if size[0] + size[1] + size[2] + size[3] >= 2 * C and size[3] > 0:
-                _unlink(first[3], lst, prv, nxt, first, last, size)
+                unlink(first[3], lst, prv, nxt, first, last, size)
             _arc_replace(False, fp[0], lst, prv, nxt, first, last, size)
-    _push(x, 1 if ghost != 0 else 0, lst, prv, nxt, first, last, size)
+    push(x, 1 if ghost != 0 else 0, lst, prv, nxt, first, last, size)
 
 
 @jit()
@@ -117,24 +93,24 @@ def _s3fifo_evict(lst, prv, nxt, first, last, size, bit, misc):
     if size[1] > misc[_M_SIZE] or size[0] == 0:
         while size[1] > 0:
             y = first[1]
-            _unlink(y, lst, prv, nxt, first, last, size)
+            unlink(y, lst, prv, nxt, first, last, size)
             if bit[y] >= 1:
-                _push(y, 1, lst, prv, nxt, first, last, size)
+                push(y, 1, lst, prv, nxt, first, last, size)
                 bit[y] = min(bit[y], 3) - 1
             else:
                 return
         return
     while size[0] > 0:
         y = first[0]
-        _unlink(y, lst, prv, nxt, first, last, size)
+        unlink(y, lst, prv, nxt, first, last, size)
         if bit[y] >= 2:
-            _push(y, 1, lst, prv, nxt, first, last, size)
+            push(y, 1, lst, prv, nxt, first, last, size)
             bit[y] = 0
         else:
             if misc[_G_SIZE] > 0:
                 if size[2] + 1 > misc[_G_SIZE]:
-                    _unlink(first[2], lst, prv, nxt, first, last, size)
-                _push(y, 2, lst, prv, nxt, first, last, size)
+                    unlink(first[2], lst, prv, nxt, first, last, size)
+                push(y, 2, lst, prv, nxt, first, last, size)
             return
 
 
@@ -145,7 +121,7 @@ def _s3fifo(x, C, lst, prv, nxt, first, last, size, bit, misc):
         return
     hit_on_ghost = False
     if misc[_G_SIZE] > 0 and lst[x] == 2:
-        _unlink(x, lst, prv, nxt, first, last, size)
+        unlink(x, lst, prv, nxt, first, last, size)
         hit_on_ghost = True
     if lst[x] == 1:
         bit[x] += 1
@@ -153,9 +129,9 @@ def _s3fifo(x, C, lst, prv, nxt, first, last, size, bit, misc):
     while size[0] + size[1] + 1 > C:
         _s3fifo_evict(lst, prv, nxt, first, last, size, bit, misc)
     if hit_on_ghost or (misc[_HAS_EVICTED] == 0 and size[0] >= misc[_S_SIZE]):
-        _push(x, 1, lst, prv, nxt, first, last, size)
+        push(x, 1, lst, prv, nxt, first, last, size)
     else:
-        _push(x, 0, lst, prv, nxt, first, last, size)
+        push(x, 0, lst, prv, nxt, first, last, size)
     bit[x] = 0
 
 
@@ -172,16 +148,16 @@ def _process(code, x, C, lst, prv, nxt, first, last, size, bit, misc, fp):
         if code == _CLOCK or code == _SIEVE:
             bit[x] = 1
         elif code == _LRU:
-            _unlink(x, lst, prv, nxt, first, last, size)
-            _push(x, 0, lst, prv, nxt, first, last, size)
+            unlink(x, lst, prv, nxt, first, last, size)
+            push(x, 0, lst, prv, nxt, first, last, size)
         return
     if size[0] + 1 > C:
         y = first[0]
         if code == _CLOCK:
             while bit[y] >= 1:  # second chance: clear the bit, move to the newest end
                 bit[y] = 0
-                _unlink(y, lst, prv, nxt, first, last, size)
-                _push(y, 0, lst, prv, nxt, first, last, size)
+                unlink(y, lst, prv, nxt, first, last, size)
+                push(y, 0, lst, prv, nxt, first, last, size)
                 y = first[0]
         elif code == _SIEVE:
             if misc[_HAND] >= 0:
@@ -190,8 +166,8 @@ def _process(code, x, C, lst, prv, nxt, first, last, size, bit, misc, fp):
                 bit[y] = 0
                 y = nxt[y] if nxt[y] >= 0 else first[0]
             misc[_HAND] = nxt[y]
-        _unlink(y, lst, prv, nxt, first, last, size)
-    _push(x, 0, lst, prv, nxt, first, last, size)
+        unlink(y, lst, prv, nxt, first, last, size)
+    push(x, 0, lst, prv, nxt, first, last, size)
     bit[x] = 0
 
 
@@ -230,11 +206,7 @@ def _unit(experts, offsets, seq_order, s0, s1, E, layer, model, code, C, warm, n
         fp[0] = 0.0
         u = 0
         for r in range(offsets[s], offsets[s + 1]):
-            for j in range(A):
-                if model:
-                    tok[j] = (j // k) * E + np.int64(experts[r, j // k, j % k])
-                else:
-                    tok[j] = np.int64(experts[r, layer, j])
+            token_ids(experts, r, E, layer, model, tok)
             for j in range(A):  # 1. look-ups against the cache before the token
                 x = tok[j]
                 if lst[x] == 0 or lst[x] == 1:
@@ -249,8 +221,24 @@ def _unit(experts, offsets, seq_order, s0, s1, E, layer, model, code, C, warm, n
     return hits
 
 
+@jit()
+def _any_unit(experts, offsets, seq_order, s0, s1, E, layer, model, code, C, warm, n_ids, param):
+    """The unit of policy ``code`` (hits of one size over a chunk of sequences)."""
+    if code == _LFU_UNITS[0] or code == _LFU_UNITS[1] or code == _LFU_UNITS[2]:
+        return unit_lfu(
+            experts, offsets, seq_order, s0, s1, E, layer, model, code, C, warm, n_ids, param
+        )
+    if code == _STATIC_UNITS[0] or code == _STATIC_UNITS[1] or code == _STATIC_UNITS[2]:
+        return unit_static(
+            experts, offsets, seq_order, s0, s1, E, layer, model, code, C, warm, n_ids, param
+        )
+    return _unit(experts, offsets, seq_order, s0, s1, E, layer, model, code, C, warm, n_ids)
+
+
 @jit(parallel=True)
-def _policy_chunks(experts, offsets, seq_order, chunk_ptr, E, code, sizes, model, warm, out):
+def _policy_chunks(
+    experts, offsets, seq_order, chunk_ptr, E, code, sizes, model, warm, param, out
+):  # fmt: skip
     P = chunk_ptr.shape[0] - 1
     Lo = out.shape[1]
     nS = sizes.shape[0]
@@ -260,15 +248,16 @@ def _policy_chunks(experts, offsets, seq_order, chunk_ptr, E, code, sizes, model
         c = w // per_chunk
         lo = (w % per_chunk) // nS
         ci = w % nS
-        out[c, lo, ci] = _unit(
+        out[c, lo, ci] = _any_unit(
             experts, offsets, seq_order, chunk_ptr[c], chunk_ptr[c + 1], E, lo, model, code,
-            sizes[ci], warm, n_ids,
+            sizes[ci], warm, n_ids, param,
         )  # fmt: skip
 
 
 def policy_hits_table(
-    experts, offsets, num_experts, policy, sizes, model_level, warm_start, group, n_groups
-):
+    experts, offsets, num_experts, policy, sizes, model_level, warm_start, group, n_groups,
+    param=None,
+):  # fmt: skip
     """Same contract as :func:`lrc_kernels.reference.policy_hits_table`.
 
     Returns int64 hits ``(G, L or 1, len(sizes))``: for each group, layer (one row at model
@@ -287,6 +276,14 @@ def policy_hits_table(
     if plan.n_chunks and sizes.size:
         _policy_chunks(
             experts, offsets, plan.seq_order, plan.chunk_ptr, int(num_experts),
-            SIZE_POLICY_CODES[policy], sizes, bool(model_level), bool(warm_start), out,
+            SIZE_POLICY_CODES[policy], sizes, bool(model_level), bool(warm_start),
+            float(_param(policy, param)), out,
         )  # fmt: skip
     return plan.reduce(out)
+
+
+def _param(policy, param):
+    """The policy's parameter as a float (its default when None; 0 for none)."""
+    if policy in POLICY_PARAMS:
+        return POLICY_PARAMS[policy][1] if param is None else param
+    return 0.0
