@@ -173,7 +173,8 @@ def test_errors(tr):
         lk.hit_curve(tr, "fifo", sizes=[])
     with pytest.raises(ValueError, match="whole cache size"):
         lk.hit_curve(tr, "fifo", rho=[0.25])
-    for name, policy in (("decay", "lfu-decay"), ("window", "lfu-window"), ("pinned", "pinned-lru")):
+    owners = (("decay", "lfu-decay"), ("window", "lfu-window"), ("pinned", "pinned-lru"))
+    for name, policy in owners:
         with pytest.raises(ValueError, match=f"{name}= applies only to policy='{policy}'"):
             lk.hit_curve(tr, "fifo", **{name: 1})
     with pytest.raises(ValueError, match="prefix= applies only to policy='static-prefix'"):
