@@ -203,3 +203,40 @@ def test_gpu_backend_refuses_size_policies(tr):
         _backends.GpuBackend().policy_hits_table(
             tr.experts, tr.offsets, 10, "fifo", np.arange(1, 3), False, True, None, 1
         )
+
+
+def _cli_rows(argv, capsys):
+    from lrc_kernels import cli
+
+    assert cli.main(argv) == 0
+    import json
+
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cli_curves_every_policy(tr, tmp_path, capsys):
+    path = str(tmp_path / "t.lrc.arrow")
+    lk.write_trace(path, tr)
+    # a per-size policy at model level defaults to the table's ratios (whole sizes only)
+    rows = _cli_rows(["curves", path, "--policy", "fifo", "--level", "model", "--json"], capsys)
+    want = lk.hit_curve(tr, "fifo", level="model", rho=[0.5, 1, 1.5, 2, 3, 4])
+    assert [r["cache_size"] for r in rows] == want.sizes.tolist() == [3, 6, 9, 12, 18, 24]
+    assert [r["hits"] for r in rows] == want.hits.tolist()
+    # parameters reach their policy, and appear as a column
+    argv = ["curves", path, "--policy", "lru", "pinned-lru", "--pinned", "0.3", "--sizes", "2", "5"]
+    rows = _cli_rows(argv + ["--json"], capsys)
+    pin = [r for r in rows if r["policy"] == "pinned-lru"]
+    want = lk.hit_curve(tr, "pinned-lru", pinned=0.3, sizes=[2, 5])
+    assert [r["hit_rate"] for r in pin] == want.rates.ravel().tolist()
+    assert {r["pinned"] for r in pin} == {0.3}
+    from lrc_kernels import cli
+
+    assert cli.main(argv) == 0
+    assert "pinned-lru(pinned=0.3)" in capsys.readouterr().out
+    for bad, msg in (
+        (["--policy", "lru", "--decay", "0.5"], "--decay applies to --policy lfu-decay"),
+        (["--policy", "fifo", "--sizes", "2", "--rho", "1"], "--sizes or --rho"),
+        (["--policy", "lfu-decay", "--decay", "2"], r"decay must be in \(0, 1\)"),
+    ):
+        assert cli.main(["curves", path, *bad]) != 0
+        assert msg.replace("\\", "") in capsys.readouterr().err
