@@ -15,6 +15,8 @@ from ._jit import jit
 
 __all__ = [
     "UNIT_CODES",
+    "state_size",
+    "reset",
     "push",
     "unlink",
     "unit_lfu",
@@ -38,39 +40,67 @@ _PREFIX = UNIT_CODES["static-prefix"]
 _PINNED = UNIT_CODES["pinned-lru"]
 
 
-@jit()
-def push(x, l, lst, prv, nxt, first, last, size):
+# One simulation's integer state is ONE int64 array ``S`` (an array argument of a helper
+# costs reference counting on every call, even inlined, so the helpers take one array):
+# for ``n`` ids, ``S[x]`` is the list of id x (-1: none), ``S[n + x]`` / ``S[2n + x]`` its
+# older / newer neighbour, ``S[3n + x]`` its bit or frequency; then per list l < 4 its
+# oldest id ``S[4n + l]``, newest id ``S[4n + 4 + l]`` and length ``S[4n + 8 + l]``, and
+# from ``4n + 12`` the policy's scalars (state_size).
+N_LISTS = 4
+N_MISC = 5
+
+
+@jit(inline="always")
+def state_size(n):
+    """Length of the state array ``S`` of a simulation over ``n`` ids."""
+    return 4 * n + 3 * N_LISTS + N_MISC
+
+
+@jit(inline="always")
+def reset(S, n):
+    """Empty lists, clear bits and scalars."""
+    S[: 3 * n] = -1
+    S[3 * n : 4 * n] = 0
+    S[4 * n : 4 * n + 8] = -1
+    S[4 * n + 8 :] = 0
+
+
+@jit(inline="always")
+def push(S, n, x, l):
     """Append ``x`` as the newest entry of list ``l``."""
-    lst[x] = l
-    nxt[x] = -1
-    prv[x] = last[l]
-    if last[l] >= 0:
-        nxt[last[l]] = x
+    F = 4 * n
+    S[x] = l
+    S[2 * n + x] = -1
+    tail = S[F + 4 + l]
+    S[n + x] = tail
+    if tail >= 0:
+        S[2 * n + tail] = x
     else:
-        first[l] = x
-    last[l] = x
-    size[l] += 1
+        S[F + l] = x
+    S[F + 4 + l] = x
+    S[F + 8 + l] += 1
 
 
-@jit()
-def unlink(x, lst, prv, nxt, first, last, size):
+@jit(inline="always")
+def unlink(S, n, x):
     """Remove ``x`` from its list."""
-    l = lst[x]
-    p = prv[x]
-    n = nxt[x]
+    F = 4 * n
+    l = S[x]
+    p = S[n + x]
+    q = S[2 * n + x]
     if p >= 0:
-        nxt[p] = n
+        S[2 * n + p] = q
     else:
-        first[l] = n
-    if n >= 0:
-        prv[n] = p
+        S[F + l] = q
+    if q >= 0:
+        S[n + q] = p
     else:
-        last[l] = p
-    size[l] -= 1
-    lst[x] = -1
+        S[F + 4 + l] = p
+    S[F + 8 + l] -= 1
+    S[x] = -1
 
 
-@jit()
+@jit(inline="always")
 def token_ids(experts, r, E, layer, model, tok):
     """The ids of row ``r`` in slot order: ``k`` at layer level, ``L*k`` (``l*E + e``) at
     model level."""
@@ -189,22 +219,15 @@ def unit_static(experts, offsets, seq_order, s0, s1, E, layer, model, code, C, w
     cnt = np.zeros(n_ids, np.int64)
     inset = np.zeros(n_ids, np.uint8)
     seen = np.zeros(n_ids, np.uint8)
-    lst = np.full(n_ids, -1, np.int64)
-    prv = np.empty(n_ids, np.int64)
-    nxt = np.empty(n_ids, np.int64)
-    first = np.full(1, -1, np.int64)
-    last = np.full(1, -1, np.int64)
-    size = np.zeros(1, np.int64)
+    S = np.empty(state_size(n_ids), np.int64)  # the LRU part's list (list 0)
+    F = 4 * n_ids
     tok = np.empty(A, np.int64)
     hits = 0
     for si in range(s0, s1):
         s = seq_order[si]
         inset[:] = 0
         seen[:] = 0
-        lst[:] = -1
-        first[0] = -1
-        last[0] = -1
-        size[0] = 0
+        reset(S, n_ids)
         P = _pin(experts, offsets, s, E, layer, model, code, C, n_ids, param, cnt, tok, inset)
         Q = C - P if code == _PINNED else 0  # slots of the LRU part
         u2 = 0
@@ -218,7 +241,7 @@ def unit_static(experts, offsets, seq_order, s0, s1, E, layer, model, code, C, w
                     if warm or not fresh:
                         hits += 1
                     continue
-                if lst[x] == 0:
+                if S[x] == 0:
                     hits += 1
                 elif fresh and warm and u2 < Q:
                     hits += 1
@@ -230,9 +253,9 @@ def unit_static(experts, offsets, seq_order, s0, s1, E, layer, model, code, C, w
                 x = tok[j]
                 if inset[x] == 1:
                     continue
-                if lst[x] == 0:
-                    unlink(x, lst, prv, nxt, first, last, size)
-                elif size[0] + 1 > Q:
-                    unlink(first[0], lst, prv, nxt, first, last, size)
-                push(x, 0, lst, prv, nxt, first, last, size)
+                if S[x] == 0:
+                    unlink(S, n_ids, x)
+                elif S[F + 8] + 1 > Q:
+                    unlink(S, n_ids, S[F])
+                push(S, n_ids, x, 0)
     return hits
