@@ -125,6 +125,10 @@ def unit_lfu(experts, offsets, seq_order, s0, s1, E, layer, model, code, C, warm
     seen = np.zeros(n_ids, np.uint8)
     seen_ids = np.empty(n_ids, np.int64)
     slots = np.empty(min(C, n_ids), np.int64)
+    # the cached ids' scores and stamps again, by slot: the victim scan reads them
+    # contiguously (kept equal to score[] and stamp[] by the same float64 operations)
+    slot_score = np.empty(min(C, n_ids), np.float64)
+    slot_stamp = np.empty(min(C, n_ids), np.int64)
     tok = np.empty(A, np.int64)
     old_tok = np.empty(A, np.int64)
     window = np.int64(param) if code == _WINDOW else 0
@@ -151,32 +155,37 @@ def unit_lfu(experts, offsets, seq_order, s0, s1, E, layer, model, code, C, warm
                 ts += 1
                 stamp[x] = ts
                 score[x] += 1.0
-                if pos[x] >= 0:
-                    continue
-                if n < C:
-                    slots[n] = x
-                    pos[x] = n
-                    n += 1
-                    continue
-                v = 0
-                bs = score[slots[0]]
-                bl = stamp[slots[0]]
-                for q in range(1, n):
-                    y = slots[q]
-                    if score[y] < bs or (score[y] == bs and stamp[y] < bl):
-                        v = q
-                        bs = score[y]
-                        bl = stamp[y]
-                pos[slots[v]] = -1
-                slots[v] = x
-                pos[x] = v
+                v = pos[x]
+                if v < 0:
+                    if n < C:
+                        v = n
+                        n += 1
+                    else:  # evict the lowest (score, stamp)
+                        v = 0
+                        bs = slot_score[0]
+                        bl = slot_stamp[0]
+                        for q in range(1, n):
+                            if slot_score[q] < bs or (slot_score[q] == bs and slot_stamp[q] < bl):
+                                v = q
+                                bs = slot_score[q]
+                                bl = slot_stamp[q]
+                        pos[slots[v]] = -1
+                    slots[v] = x
+                    pos[x] = v
+                slot_score[v] = score[x]
+                slot_stamp[v] = ts
             if code == _DECAY:  # 3. after the token
                 for q in range(u):
                     score[seen_ids[q]] *= param
+                for q in range(n):
+                    slot_score[q] *= param
             elif code == _WINDOW and r - window + 1 >= offsets[s]:
                 token_ids(experts, r - window + 1, E, layer, model, old_tok)
                 for j in range(A):
-                    score[old_tok[j]] -= 1.0
+                    y = old_tok[j]
+                    score[y] -= 1.0
+                    if pos[y] >= 0:
+                        slot_score[pos[y]] = score[y]
         for q in range(u):  # reset what this sequence touched
             x = seen_ids[q]
             score[x] = 0.0
