@@ -11,6 +11,12 @@ libCacheSim policies one libCacheSim ``get``: a miss evicts, then inserts); ``lo
 answers a look-up against the cache as it is before the token; ``end_token`` runs after
 each token. Queues are Python lists ordered oldest first (libCacheSim's tail is index 0,
 its head the end of the list).
+
+Every count, set and window is per stream, that is per sequence (and per layer at layer
+level): the hindsight counts of static-oracle and pinned-lru, static-prefix's prefix, the
+LFU counts. Per sequence keeps a trace one pass (streamed files) and every sequence's curve
+its own, averaged with equal weight like the stack policies'. Ties: LFU variants evict the
+lowest (count, last access); static sets rank ids by count, ties to the smaller id.
 """
 
 from __future__ import annotations
