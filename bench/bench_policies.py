@@ -1,11 +1,14 @@
-"""Per-size policies without the stack property: fifo, clock, sieve, s3fifo, arc.
+"""Every cache policy of ``lrc_kernels.ALL_POLICIES`` through ``lk.hit_curve``.
 
-Workload: ``synthetic_trace(1, 2048, 48, 128, 8)`` (stay 0.5, skew 1), top-8. Per layer:
-every cache size ``C = 1 .. 128`` (one simulation each, all in one parallel kernel);
-shared cache (model level, one cache over all 48 x 128 ids): a grid of 32 sizes
-``C = 192, 384, ..., 6144`` (rho = C / (L*k) = 0.5 .. 16). Activations/s counts the
-trace's activations once per call (all sizes of a call together). Every kernel is first
-checked bit-identical against the plain reference on small ragged traces, warm and cold.
+Workload: ``synthetic_trace(1, 512, 48, 128, 8)`` (stay 0.5, skew 1), top-8: 196,608
+activations. Per layer: every cache size ``C = 1 .. 128`` (the per-size policies run one
+simulation per size, all in one parallel kernel; the stack policies one pass); shared cache
+(model level, one cache over all 48 x 128 ids): a grid of 32 sizes ``C = 192, 384, ...,
+6144`` (rho = C / (L*k) = 0.5 .. 16), ``sizes=`` of ``hit_curve``. The recorded rate is
+activations x sizes per second (the trace's activations times the sizes of the call), the
+work unit of a per-size policy. Default parameters (decay 0.95, window 16, prefix 64,
+pinned 0.5). Every per-size kernel is first checked bit-identical against the plain
+reference on small ragged traces, warm and cold.
 
 Run: ``python bench/bench_policies.py [--quick] [--threads 1]`` (see ``bench/README.md``).
 """
@@ -17,15 +20,8 @@ from _common import Context, digest, main, make_trace
 
 import lrc_kernels as lk
 from lrc_kernels import reference
-from lrc_kernels._spec import SIZE_POLICIES
+from lrc_kernels._spec import ALL_POLICIES, SIZE_POLICIES
 from lrc_kernels.cpu import _policies
-
-
-def _table(tr, policy, sizes, model_level, warm=True):
-    g = np.zeros(tr.num_sequences, dtype=np.int64)
-    return _policies.policy_hits_table(
-        tr.experts, tr.offsets, tr.num_experts, policy, sizes, model_level, warm, g, 1
-    )
 
 
 def _check_small(ctx: Context) -> None:
@@ -45,38 +41,37 @@ def _check_small(ctx: Context) -> None:
 
 def run(ctx: Context) -> None:
     _check_small(ctx)
-    S, T, L, E = ctx.pick((1, 2048, 48, 128), (1, 48, 4, 16))
+    S, T, L, E = ctx.pick((1, 512, 48, 128), (1, 48, 4, 16))
     k = 8
     tr = make_trace(S, T, L, E, k, stay=0.5, skew=1.0, seed=1)
     act = tr.num_activations
-    layer_sizes = np.arange(1, E + 1)
     step = L * k // 2
-    shared_sizes = np.arange(1, 33) * step
+    shared_sizes = [int(v) for v in np.arange(1, 33) * step if v <= L * E]
     params = {"S": S, "T": T, "L": L, "E": E, "k": k}
-    for policy in SIZE_POLICIES:
-        ctx.measure(
-            "policies",
-            f"{L}x{E} per layer {policy}, all {E} sizes",
-            lambda policy=policy: _table(tr, policy, layer_sizes, False),
-            activations=act,
-            params={**params, "policy": policy, "level": "layer", "sizes": int(E)},
-            group=f"per-size policies {L}x{E}",
-            digest_of=digest,
-        )
-        ctx.measure(
-            "policies",
-            f"{L}x{E} shared {policy}, 32 sizes",
-            lambda policy=policy: _table(tr, policy, shared_sizes, True),
-            activations=act,
-            params={**params, "policy": policy, "level": "model", "sizes": 32},
-            group=f"per-size policies {L}x{E}",
-            digest_of=digest,
-        )
+    for policy in ALL_POLICIES:
+        m = 16 if policy == "sch" else None
+        for level, sizes in (("layer", None), ("model", shared_sizes)):
+            n_sizes = E if sizes is None else len(sizes)
+            what = f"all {E} sizes" if sizes is None else f"{n_sizes} sizes"
+            ctx.measure(
+                "policies",
+                f"{L}x{E} {'per layer' if level == 'layer' else 'shared'} {policy}, {what}",
+                lambda policy=policy, m=m, level=level, sizes=sizes: (
+                    lk.hit_curve(tr, policy, m, level=level, sizes=sizes, backend="cpu").hits
+                ),
+                activations=act * n_sizes,
+                params={**params, "policy": policy, "level": level, "sizes": n_sizes},
+                group=f"policies {L}x{E}, activations x sizes",
+                digest_of=digest,
+                repeats=3,
+            )
     ctx.note(
-        "One simulation per cache size: a per-layer call runs E simulations per layer, a "
-        "shared call 32; activations/s counts each activation once per call."
+        "Rates are activations x cache sizes per second (a per-layer call covers all E "
+        "sizes, a shared call 32). The stack policies (lru, lfu, belady, sch) compute every "
+        "size from one pass, so their rate per size is high; the per-size policies run one "
+        "simulation per size."
     )
 
 
 if __name__ == "__main__":
-    main("bench_policies", run, "Per-size policies (fifo, clock, sieve, s3fifo, arc)")
+    main("bench_policies", run, "Every cache policy, per layer (all sizes) and shared (32 sizes)")

@@ -12,6 +12,7 @@ import importlib
 from typing import Any
 
 from ._api import (
+    ALL_POLICIES,
     domain_specialization,
     hit_curve,
     load_balance,
@@ -58,6 +59,7 @@ __all__ = [
     "HitCurve",
     "diagnose",
     "Diagnosis",
+    "ALL_POLICIES",
     "__version__",
     *_LAZY,
 ]

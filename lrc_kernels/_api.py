@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from ._cache_api import hit_curve, sch
-from ._spec import BACKENDS, LEVELS_CACHE, LEVELS_SRP, POLICIES
+from ._spec import ALL_POLICIES, BACKENDS, LEVELS_CACHE, LEVELS_SRP, POLICIES
 from ._srp_api import domain_specialization, load_balance, srp, srp_from_histogram
 
 __all__ = [
@@ -25,4 +25,5 @@ __all__ = [
     "LEVELS_SRP",
     "LEVELS_CACHE",
     "POLICIES",
+    "ALL_POLICIES",
 ]

@@ -102,6 +102,23 @@ class Backend(Reductions, Protocol):
         :func:`lrc_kernels.reference.stack_stats_table`."""
         ...
 
+    def policy_hits_table(
+        self,
+        experts: Any,
+        offsets: np.ndarray,
+        num_experts: int,
+        policy: str,
+        sizes: np.ndarray,
+        model_level: bool,
+        warm_start: bool,
+        group: np.ndarray,
+        n_groups: int,
+        param: Any = None,
+    ) -> np.ndarray:
+        """int64 hits ``(G, L or 1, len(sizes))`` of a per-size policy, as
+        :func:`lrc_kernels.reference.policy_hits_table`."""
+        ...
+
 
 # ------------------------------------------------------------------- reductions
 class NumpyReductions:
@@ -252,6 +269,11 @@ class CpuBackend(_HostIds, NumbaReductions):
 
         return stack_stats_table(*args)
 
+    def policy_hits_table(self, *args: Any) -> np.ndarray:
+        from .cpu._policies import policy_hits_table
+
+        return policy_hits_table(*args)
+
 
 class ReferenceBackend(_HostIds, NumpyReductions):
     """The plain-Python reference (:mod:`lrc_kernels.reference`) with NumPy reductions."""
@@ -271,6 +293,11 @@ class ReferenceBackend(_HostIds, NumpyReductions):
         from . import reference
 
         return reference.stack_stats_table(*args)
+
+    def policy_hits_table(self, *args: Any) -> np.ndarray:
+        from . import reference
+
+        return reference.policy_hits_table(*args)
 
 
 class GpuBackend(NumbaReductions):
@@ -292,6 +319,14 @@ class GpuBackend(NumbaReductions):
         from . import gpu
 
         return gpu.stack_stats_table(*args)
+
+    def policy_hits_table(self, *args: Any) -> np.ndarray:
+        policy = args[3]
+        raise ValueError(
+            f"policy={policy!r} has no GPU kernel: the per-size policies "
+            f"({', '.join(_spec.SIZE_POLICIES)}) run on the CPU; pass backend='cpu' (GPU "
+            "ids are copied to the host once)"
+        )
 
 
 _BY_NAME: dict[str, type] = {"cpu": CpuBackend, "gpu": GpuBackend, "reference": ReferenceBackend}

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from . import _reduce
+from . import _cache_sizes, _reduce
 from . import _validate as _v
 from ._results import HitCurve
-from ._spec import BACKENDS, LEVELS_CACHE, POLICIES
+from ._spec import ALL_POLICIES, BACKENDS, LEVELS_CACHE, SIZE_POLICIES
 from ._stream import GroupSum, Step, Stream
 from ._trace import LabelCodes
 
@@ -88,20 +88,30 @@ def hit_curve(
     *,
     level: str = "layer",
     warm_start: bool = True,
+    sizes: Any = None,
+    rho: Any = None,
+    decay: float | None = None,
+    window: int | None = None,
+    prefix: int | None = None,
+    pinned: float | None = None,
     num_experts: int | None = None,
     by_domain: bool = False,
     backend: str = "auto",
     progress: Any = False,
 ) -> HitCurve:
-    """Hit rate of an expert cache at every cache size, for one replacement policy.
+    """Hit rate of an expert cache at every cache size (or a grid), for one policy.
 
     Parameters
     ----------
     trace : Trace, array_like, path or list of paths
         As for :func:`srp`.
-    policy : {"lru", "lfu", "belady", "sch"}
-        Replacement policy; ``"sch"`` is the segment-oracle cache that knows the next
-        ``m`` tokens (needs ``m``), ``"belady"`` the optimal offline policy (MIN).
+    policy : str
+        Replacement policy, one of ``lrc_kernels.ALL_POLICIES``. Stack policies (every size
+        from one pass): ``"lru"``, ``"lfu"``, ``"belady"`` (the optimal offline policy,
+        MIN), ``"sch"`` (the segment oracle that knows the next ``m`` tokens; needs ``m``).
+        Per-size policies (one simulation per cache size): ``"fifo"``, ``"clock"``,
+        ``"sieve"``, ``"s3fifo"``, ``"arc"`` (libCacheSim's defaults), ``"lfu-decay"``,
+        ``"lfu-window"``, ``"static-oracle"``, ``"static-prefix"``, ``"pinned-lru"``.
     m : int or sequence of int, optional
         Future window of SCH (a sequence adds a leading axis). Only for ``"sch"``.
         Positional (after ``policy``) or keyword, as in :func:`srp` and :func:`sch`.
@@ -111,9 +121,30 @@ def hit_curve(
         ``(L*E,)``). Keyword-only, as in :func:`srp` and :func:`sch`.
     warm_start : bool
         True (the paper's choice): while the cache has free room, a first access costs
-        nothing. False: every first access is a miss (cold start).
+        nothing. False: every first access is a miss (cold start). For the static
+        placements, warm: the placement is loaded for free; cold: the first access of each
+        placed expert misses.
+    sizes : sequence of int, optional
+        Only these cache sizes (each in ``1 .. E``, model level ``1 .. L*E``; sorted, repeats
+        dropped). Default: every size at layer level. A per-size policy at model level needs
+        ``sizes`` or ``rho``.
+    rho : float or sequence of float, optional
+        Only the sizes of these cache ratios, ``C = rho * k`` (model level ``rho * L * k``),
+        converted as :meth:`HitCurve.at` does. Give ``sizes`` or ``rho``, not both.
+    decay : float, optional
+        ``"lfu-decay"`` only: every count is multiplied by ``decay`` in (0, 1) after each
+        token (default 0.95).
+    window : int, optional
+        ``"lfu-window"`` only: counts cover the last ``window`` tokens (default 16).
+    prefix : int, optional
+        ``"static-prefix"`` only: the placement is the most used experts of the first
+        ``prefix`` tokens of each sequence (default 64).
+    pinned : float, optional
+        ``"pinned-lru"`` only: share of the cache in [0, 1] pinned to the most used experts
+        (``floor(pinned * C)`` of them; default 0.5); LRU runs the rest.
     num_experts, by_domain, backend, progress
-        As for :func:`srp`.
+        As for :func:`srp`. The per-size policies run on the CPU (or the reference):
+        ``backend="gpu"`` is a ``ValueError`` for them.
 
     Returns
     -------
@@ -121,19 +152,29 @@ def hit_curve(
 
     Notes
     -----
-    Definition: ``docs/metrics.md``, "The priority stack". Per-sequence curves are averaged
-    with equal weight; empty sequences have no curve and are skipped (all-empty: NaN).
+    Definitions: ``docs/metrics.md``, "The priority stack" and "Policies without the stack
+    property". Per-sequence curves are averaged with equal weight; empty sequences have no
+    curve and are skipped (all-empty: NaN).
     """
-    _v.check_choice(policy, "policy", POLICIES)
+    _v.check_choice(policy, "policy", ALL_POLICIES)
     ms, single_m = _check_ms(policy, m)
+    params = _cache_sizes.check_params(
+        policy, {"decay": decay, "window": window, "prefix": prefix, "pinned": pinned}
+    )
     _v.check_choice(level, "level", LEVELS_CACHE)
     _v.check_bool(warm_start, "warm_start")
+    request = _cache_sizes.SizeRequest(policy, level, sizes, rho)
     by_domain = _v.check_bool(by_domain, "by_domain")
     _v.check_choice(backend, "backend", BACKENDS)
 
     stream = Stream(trace, num_experts, by_domain, backend, progress)
+    if policy in SIZE_POLICIES:
+        return _cache_sizes.size_policy_curve(
+            stream, policy, request, level, bool(warm_start), params
+        )
     tables, lens = _accumulate(stream, policy, ms, level, warm_start)
-    return _result(stream, tables, lens, policy, ms, single_m, level, bool(warm_start))
+    curve = _result(stream, tables, lens, policy, ms, single_m, level, bool(warm_start))
+    return _cache_sizes.select_sizes(curve, request)
 
 
 def _result(

@@ -26,6 +26,7 @@ __all__ = [
     "windows_of",
     "activation_ratio",
     "curves",
+    "curves_from_hits",
     "bootstrap_weights",
     "bootstrap_ci",
 ]
@@ -115,6 +116,37 @@ def curves(
         rates = rates[:, 0]
         stat_sum = stat_sum[:, 0]
     return rates, stat_sum, nseq
+
+
+def curves_from_hits(
+    tab: np.ndarray, counts: np.ndarray, keys: Sequence[tuple[int, int]], A: int, D: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean per-sequence hit rates at a grid of sizes, from per-class hit counts.
+
+    ``tab[g]`` (``(Lo, sizes)``) sums the hits of the ``counts[g]`` sequences of class
+    ``keys[g] = (domain, length)``; as in :func:`curves` (same arithmetic, same order, so a
+    per-size LRU gives the stack engine's bits) each class adds ``tab[g] / (T_g * A)``.
+    Returns ``(rates, hits, accesses, sequences)`` with a leading axis of ``D`` domains:
+    rates and hits ``(D, Lo, sizes)``, accesses ``(D, Lo)``.
+    """
+    Lo, nS = tab.shape[1], tab.shape[2]
+    num = np.zeros((D, Lo, nS), np.float64)
+    hits = np.zeros((D, Lo, nS), np.int64)
+    acc = np.zeros((D, Lo), np.int64)
+    nseq = np.zeros(D, np.int64)
+    order = sorted(range(len(keys)), key=lambda g: (keys[g][1], keys[g][0]))
+    for g in order:
+        d, T = keys[g]
+        d = d if d is not None else 0
+        if T == 0 or g >= tab.shape[0]:
+            continue
+        num[d] += tab[g] / (T * A)
+        hits[d] += tab[g]
+        acc[d] += int(counts[g]) * T * A
+        nseq[d] += int(counts[g])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rates = np.where(nseq[:, None, None] > 0, num / np.maximum(nseq, 1)[:, None, None], np.nan)
+    return rates, hits, acc, nseq
 
 
 def bootstrap_weights(S: int, B: int, seed: int, strata: np.ndarray | None = None) -> np.ndarray:

@@ -240,21 +240,36 @@ class HitCurve:
     Attributes
     ----------
     rates : ndarray of float64
-        ``rates[..., C-1]`` = mean over sequences of the hit rate ``h(C)``. Layer level:
-        ``(L, E)``, one curve per layer; model level: ``(L*E,)``, one cache shared by all
-        layers. ``by_domain=True`` adds a leading domain axis, a list of m a leading m axis.
+        ``rates[..., i]`` = mean over sequences of the hit rate ``h(sizes[i])``; for a full
+        curve (``sizes = 1 .. N``) that is ``rates[..., C-1] = h(C)``. Layer level:
+        ``(L, len(sizes))``, one curve per layer; model level: ``(len(sizes),)``, one cache
+        shared by all layers. ``by_domain=True`` adds a leading domain axis, a list of m a
+        leading m axis.
+    sizes : ndarray of int64
+        The cache size of each position of the last axis of ``rates`` (increasing):
+        ``1 .. N`` (N = E, or L*E at model level) for a full curve, else the grid asked for
+        with ``sizes=`` or ``rho=``.
     policy, m, level, warm_start, domains
         What was computed.
+    params : dict
+        The policy's parameter, e.g. ``{"decay": 0.95}`` (empty for unparameterised
+        policies; SCH's window is ``m``).
     num_experts, top_k, num_layers : int
         Shape of the trace.
     sequences : ndarray of int64
         Non-empty sequences averaged (per domain). Empty sequences have no curve.
-    stat : ndarray of int64
-        The raw stack-depth counts summed over sequences (last entry: misses at every size).
+    hits : ndarray of int64
+        Accesses that hit at each size, summed over the sequences (shape of ``rates``).
+    accesses : ndarray of int64
+        All accesses of those sequences (shape of ``rates`` without the size axis).
+    stat : ndarray of int64 or None
+        Stack policies: the raw stack-depth counts summed over sequences, over every depth
+        whatever ``sizes`` (last entry: misses at every size); None for per-size policies.
 
     Notes
     -----
-    See ``docs/metrics.md`` ("The priority stack") for the definition.
+    See ``docs/metrics.md`` ("The priority stack", "Policies without the stack property")
+    for the definitions.
     """
 
     rates: Any
@@ -268,6 +283,42 @@ class HitCurve:
     domains: list[str] | None = None
     sequences: Any = None
     stat: Any = None
+    sizes: Any = None
+    hits: Any = None
+    accesses: Any = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = int(np.shape(self.rates)[-1])
+        if self.sizes is None:
+            self.sizes = np.arange(1, n + 1, dtype=np.int64)
+        self.sizes = np.asarray(self.sizes, dtype=np.int64)
+        if self.stat is not None:
+            stat = np.asarray(self.stat, dtype=np.int64)
+            if self.hits is None:
+                self.hits = np.cumsum(stat[..., :-1], axis=-1)[..., self.sizes - 1]
+            if self.accesses is None:
+                self.accesses = stat.sum(axis=-1)
+
+    @property
+    def num_ids(self) -> int:
+        """Ids one cache holds at most: ``E`` at layer level, ``L*E`` at model level."""
+        return self.num_experts * (self.num_layers if self.level == "model" else 1)
+
+    def _positions(self, rho: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(C, i)``: cache sizes of ``rho`` and their positions in :attr:`sizes`."""
+        C = cache_size_for(rho, self.per_unit, self.num_ids)
+        idx = np.clip(np.searchsorted(self.sizes, C), 0, self.sizes.size - 1)
+        missing = np.asarray(self.sizes[idx] != C).ravel()
+        if missing.any():
+            c = int(np.asarray(C).ravel()[int(np.flatnonzero(missing)[0])])
+            shown = ", ".join(str(int(v)) for v in self.sizes[:8])
+            more = ", ..." if self.sizes.size > 8 else ""
+            raise ValueError(
+                f"cache size C = {c} (rho = {c / self.per_unit:g}) is not in this curve's "
+                f"sizes ({shown}{more}); compute it with hit_curve(..., sizes=[...]) or rho=[...]"
+            )
+        return C, idx
 
     @property
     def per_unit(self) -> int:
@@ -276,12 +327,13 @@ class HitCurve:
 
     @property
     def num_sizes(self) -> int:
+        """Cache sizes in the curve (the length of the last axis of ``rates``)."""
         return int(np.shape(self.rates)[-1])
 
     @property
     def cache_sizes(self) -> np.ndarray:
-        """``C = 1 .. N``."""
-        return np.arange(1, self.num_sizes + 1)
+        """:attr:`sizes` (``C = 1 .. N`` for a full curve)."""
+        return self.sizes
 
     @property
     def rho(self) -> np.ndarray:
@@ -292,10 +344,11 @@ class HitCurve:
         """Hit rate at cache ratio ``rho``: ``h(rho * k)`` (model level ``h(rho * L * k)``).
 
         ``rho`` may be a scalar (result drops the size axis) or a sequence (a last axis of
-        ``len(rho)``). It must lie in ``(0, E/k]`` and give a whole cache size.
+        ``len(rho)``). It must lie in ``(0, E/k]`` and give a whole cache size, and that
+        size must be in :attr:`sizes` (always so for a full curve).
         """
-        C = cache_size_for(rho, self.per_unit, self.num_sizes)
-        return np.asarray(self.rates)[..., C - 1]
+        _, idx = self._positions(rho)
+        return np.asarray(self.rates)[..., idx]
 
     def to_pandas(self, rho: Any = None) -> Any:
         """The curve as a tidy long :class:`pandas.DataFrame`: one row per hit rate.
@@ -303,17 +356,19 @@ class HitCurve:
         Rows run over m, then domain, then layer, then cache size. The columns, in this
         order, are those that apply (``docs/api.md``, "Results as data frames"):
 
-        - ``policy`` (str): ``"lru"``, ``"lfu"``, ``"belady"`` or ``"sch"``;
+        - ``policy`` (str): the policy name (one of ``lrc_kernels.ALL_POLICIES``);
         - ``level`` (str): ``"layer"`` or ``"model"``;
         - ``layer`` (int64): layer index 0 .. L-1, at layer level;
         - ``domain`` (str): the domain label, with ``by_domain=True``;
         - ``m`` (int64): the future window, for ``policy="sch"``;
+        - ``decay``, ``window``, ``prefix`` or ``pinned``: the policy's parameter
+          (:attr:`params`), for the parameterised per-size policies;
         - ``rho`` (float64): the cache ratio ``C / k`` (model level ``C / (L*k)``);
         - ``cache_size`` (int64): ``C``;
-        - ``hit_rate`` (float64): ``rates[..., C-1]``, the mean of the per-sequence rates;
+        - ``hit_rate`` (float64): the mean of the per-sequence rates at size C;
         - ``hits`` (int64): accesses that hit at size C, summed over the sequences
-          (``stat[..., :C].sum(-1)``);
-        - ``accesses`` (int64): all accesses of those sequences (``stat.sum(-1)``); with
+          (:attr:`hits`; for stack policies ``stat[..., :C].sum(-1)``);
+        - ``accesses`` (int64): all accesses of those sequences (:attr:`accesses`); with
           sequences of one length, ``hits / accesses`` is ``hit_rate``;
         - ``sequences`` (int64): ``sequences`` of the row's domain.
 
@@ -321,7 +376,8 @@ class HitCurve:
         ----------
         rho : float or sequence of float, optional
             Only the cache sizes ``C = rho * k`` (model level ``rho * L * k``); each ratio
-            must give a whole size, as for :meth:`at`. Default: every size ``C = 1 .. N``.
+            must give a whole size in :attr:`sizes`, as for :meth:`at`. Default: every size
+            of :attr:`sizes`.
 
         Returns
         -------
@@ -338,27 +394,27 @@ class HitCurve:
 
     def _columns(self, rho: Any = None) -> dict[str, np.ndarray]:
         """The columns of :meth:`to_pandas` as numpy arrays (no pandas needed)."""
-        n = self.num_sizes
         if rho is None:
-            sizes = np.arange(1, n + 1, dtype=np.int64)
+            sizes, idx = self.sizes, np.arange(self.sizes.size)
         else:
-            sizes = np.atleast_1d(cache_size_for(rho, self.per_unit, n))
+            sizes, idx = (np.atleast_1d(a) for a in self._positions(rho))
         ms, has_m = (None, False) if self.m is None else _m_list(self.m)
         rates = np.asarray(self.rates, dtype=np.float64)
-        stat = np.asarray(self.stat, dtype=np.int64)
+        hits = np.asarray(self.hits, dtype=np.int64)
+        acc = np.asarray(self.accesses, dtype=np.int64)
         seqs = np.asarray(self.sequences, dtype=np.int64)
         if not has_m:
-            rates, stat = rates[None], stat[None]
+            rates, hits, acc = rates[None], hits[None], acc[None]
         if self.domains is None:
-            rates, stat, seqs = rates[:, None], stat[:, None], seqs[None]
+            rates, hits, acc, seqs = rates[:, None], hits[:, None], acc[:, None], seqs[None]
         if self.level == "model":
-            rates, stat = rates[:, :, None], stat[:, :, None]
+            rates, hits, acc = rates[:, :, None], hits[:, :, None], acc[:, :, None]
         arrays = {
             "rho": (sizes / self.per_unit)[None, None, None],
             "cache_size": sizes[None, None, None],
-            "hit_rate": rates[..., sizes - 1],
-            "hits": np.cumsum(stat[..., :n], axis=-1)[..., sizes - 1],
-            "accesses": stat.sum(axis=-1),
+            "hit_rate": rates[..., idx],
+            "hits": hits[..., idx],
+            "accesses": acc,
             "sequences": np.broadcast_to(seqs, rates.shape[:2]),
         }
         axes: list[tuple[str | None, Any]] = [
@@ -370,12 +426,13 @@ class HitCurve:
             ),
             (None, sizes),
         ]
-        cols = _tidy({"policy": self.policy, "level": self.level}, axes, arrays)
-        order = ["policy", "level", "layer", "domain", "m", *arrays]
+        cols = _tidy({"policy": self.policy, "level": self.level, **self.params}, axes, arrays)
+        order = ["policy", "level", "layer", "domain", "m", *self.params, *arrays]
         return {k: cols[k] for k in order if k in cols}
 
     def __repr__(self) -> str:
         m = "" if self.m is None else f", m={self.m!r}"
+        m += "".join(f", {k}={v!r}" for k, v in self.params.items())
         return (
             f"HitCurve(policy={self.policy!r}{m}, level={self.level!r}, "
             f"rates=array{_fmt_shape(self.rates)})"

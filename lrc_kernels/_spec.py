@@ -15,6 +15,9 @@ import numpy as np
 __all__ = [
     "POLICIES",
     "STACK_POLICIES",
+    "SIZE_POLICIES",
+    "ALL_POLICIES",
+    "POLICY_PARAMS",
     "POLICY_CODES",
     "LEVELS_SRP",
     "LEVELS_CACHE",
@@ -24,7 +27,8 @@ __all__ = [
     "cuda_defines",
 ]
 
-#: Cache policies of :func:`lrc_kernels.hit_curve`, in the order the CLI and report list them.
+#: The stack policies of :func:`lrc_kernels.hit_curve` (every cache size from one pass), in
+#: the order the CLI and report list them; :data:`ALL_POLICIES` adds the per-size ones.
 POLICIES: tuple[str, ...] = ("lru", "lfu", "belady", "sch")
 #: Policies the one-pass priority-stack engine computes (every size from one pass).
 STACK_POLICIES: tuple[str, ...] = POLICIES
@@ -66,5 +70,28 @@ def cuda_defines() -> str:
 
 
 #: Policies without the stack property: one simulation per cache size (``docs/metrics.md``,
-#: "Policies without the stack property"), with libCacheSim's default parameters.
-SIZE_POLICIES: tuple[str, ...] = ("fifo", "clock", "sieve", "s3fifo", "arc")
+#: "Policies without the stack property"): the libCacheSim policies with libCacheSim's
+#: default parameters, then the frequency variants and the static placements.
+SIZE_POLICIES: tuple[str, ...] = (
+    "fifo",
+    "clock",
+    "sieve",
+    "s3fifo",
+    "arc",
+    "lfu-decay",
+    "lfu-window",
+    "static-oracle",
+    "static-prefix",
+    "pinned-lru",
+)
+#: Every policy of :func:`lrc_kernels.hit_curve`, in the order the CLI and the report list them.
+ALL_POLICIES: tuple[str, ...] = STACK_POLICIES + SIZE_POLICIES
+#: The one parameter of a parameterised per-size policy: (keyword, default).
+#: ``decay``: factor per token in (0, 1); ``window``: tokens (>= 1); ``prefix``: tokens
+#: (>= 1); ``pinned``: share of the cache in [0, 1] (``docs/metrics.md``).
+POLICY_PARAMS: dict[str, tuple[str, float]] = {
+    "lfu-decay": ("decay", 0.95),
+    "lfu-window": ("window", 16),
+    "static-prefix": ("prefix", 64),
+    "pinned-lru": ("pinned", 0.5),
+}

@@ -37,6 +37,8 @@ __all__ = [
     "check_choice",
     "check_num_experts",
     "check_windows",
+    "check_real",
+    "check_sizes",
     "check_int_array",
     "check_index_array",
     "check_layout",
@@ -165,6 +167,50 @@ def check_windows(m: Any, name: str = "m") -> tuple[np.ndarray, bool]:
         vals = [check_int(v, name, 1, MAX_WINDOW) for v in ms]
         return np.asarray(vals, dtype=np.int64), False
     return np.asarray([check_int(m, name, 1, MAX_WINDOW)], dtype=np.int64), True
+
+
+def check_real(
+    value: Any, name: str, lo: float, hi: float, *, lo_open: bool, hi_open: bool, what: str
+) -> float:
+    """``value`` as a float in the interval from ``lo`` to ``hi`` (open or closed ends).
+
+    ``TypeError`` for anything but a real number (``bool`` is not one); ``ValueError``
+    outside the interval or not finite. ``what`` describes the value in messages.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(f"{name} must be a number ({what}), got {plain(value)}")
+    v = float(value)
+    below = v <= lo if lo_open else v < lo
+    above = v >= hi if hi_open else v > hi
+    if not np.isfinite(v) or below or above:
+        left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+        raise ValueError(
+            f"{name} must be in {left}{lo:g}, {hi:g}{right} ({what}), got {plain(value)}"
+        )
+    return v
+
+
+def check_sizes(sizes: Any, name: str = "sizes") -> np.ndarray:
+    """Cache sizes as a sorted int64 array without repeats: a non-empty sequence (or one
+    integer) of integers >= 1. The upper bound (the ids of the level) is the caller's."""
+    if isinstance(sizes, np.ndarray):
+        if (
+            sizes.dtype == object
+            or sizes.dtype == np.bool_
+            or not np.issubdtype(sizes.dtype, np.integer)
+        ):
+            raise TypeError(f"{name} must hold integers, got an array of dtype {sizes.dtype}")
+        vals = list(sizes.ravel())
+    elif isinstance(sizes, (list, tuple, range)):
+        vals = list(sizes)
+    else:
+        vals = [sizes]
+    if not vals:
+        raise ValueError(f"{name} is empty; give at least one cache size")
+    out = [check_int(v, name, 1, MAX_INT, what="cache sizes (integers >= 1)") for v in vals]
+    return np.unique(np.asarray(out, dtype=np.int64))
 
 
 def memory_limit() -> int:

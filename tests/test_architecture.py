@@ -31,8 +31,14 @@ METRIC_INTERNALS = (
     "lrc_kernels._reduce",
     "lrc_kernels._srp_api",
     "lrc_kernels._cache_api",
+    "lrc_kernels._cache_sizes",
 )
-BACKENDS = ("lrc_kernels.cpu", "lrc_kernels.gpu", "lrc_kernels.reference")
+BACKENDS = (
+    "lrc_kernels.cpu",
+    "lrc_kernels.gpu",
+    "lrc_kernels.reference",
+    "lrc_kernels._reference_policies",
+)
 
 # importer -> the only package modules it may import (prefix match)
 ONLY = {
@@ -43,7 +49,8 @@ ONLY = {
         "lrc_kernels._validate",
         "lrc_kernels._messages",
     ),
-    "lrc_kernels.reference": ("lrc_kernels._spec",),
+    "lrc_kernels.reference": ("lrc_kernels._spec", "lrc_kernels._reference_policies"),
+    "lrc_kernels._reference_policies": ("lrc_kernels._spec",),
     "lrc_kernels._spec": (),
     "lrc_kernels._messages": (),
 }

@@ -383,7 +383,7 @@ def test_error_subprocess_and_debug_traceback(traces, tmp_path):
         ["srp", "x", "--m", "2.5"],
         ["sch", "x", "--rho", "-1"],
         ["srp", "x", "--json", "--csv"],
-        ["curves", "x", "--policy", "fifo"],
+        ["curves", "x", "--policy", "nope"],
         ["srp", "x", "--confidence", "1.5"],
         ["frobnicate"],
         [],

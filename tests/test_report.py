@@ -15,6 +15,7 @@ import pytest
 
 import lrc_kernels as lk
 from lrc_kernels import cli
+from lrc_kernels._spec import ALL_POLICIES, SIZE_POLICIES
 
 mpl = pytest.importorskip("matplotlib")
 from lrc_kernels import report  # noqa: E402
@@ -274,7 +275,19 @@ def test_write_report_files(models, files, tmp_path):
     ref = lk.srp(files["A"], [1, 4, 16, 64])
     assert f"{float(ref.value[2]):.4f}" in page
     rows = json.loads((out / "report.json").read_text())
-    assert set(rows) == {"traces", "srp", "srp_layer", "curves", "srp_domain", "sch_domain"}
+    assert set(rows) == {
+        "traces", "srp", "srp_layer", "curves", "policies", "policies_shared", "srp_domain",
+        "sch_domain",
+    }  # fmt: skip
+    # the per-size policies at rho = 2 per layer: rows, and their layer mean in the table
+    fifo = hi.policies["fifo"].to_pandas()
+    fifo.insert(0, "model", "hi")
+    got = [r for r in rows["policies"] if r["model"] == "hi" and r["policy"] == "fifo"]
+    assert got == fifo.to_dict(orient="records") and {r["rho"] for r in got} == {2.0}
+    want = lk.hit_curve(files["A"], "fifo", rho=[2]).rates.mean()
+    assert hi.hit_at("fifo", 2) == want
+    assert f"{want:.4f}" in page[page.index("Replacement policies") :]
+    assert rows["policies_shared"] == []
     assert [r["srp"] for r in rows["srp"] if r["model"] == "hi"] == [float(v) for v in ref.value]
     # the rows are the results' to_pandas() frames with the model in front
     lru = hi.curves["lru"].to_pandas()
@@ -285,6 +298,19 @@ def test_write_report_files(models, files, tmp_path):
     dom.insert(0, "model", "hi")
     assert rows["srp_domain"] == dom.to_dict(orient="records")
     assert len(rows["curves"]) == 4 * (3 * 16 + 2 * 12)
+
+
+def test_report_all_policies(tmp_path):
+    tr = lk.synthetic_trace(3, 40, 2, 8, 2, seed=4)
+    (r,) = report.compute_results([tr], ms=[2, 4], sch_m=4, all_policies=True)
+    assert set(r.policies) == set(SIZE_POLICIES) and set(r.shared) == set(ALL_POLICIES)
+    assert r.policies["arc"].sizes.tolist() == list(range(1, 9))  # every size per layer
+    # shared cache on the table's ratios that give whole sizes (C = rho * L * k <= L * E)
+    assert r.shared["arc"].sizes.tolist() == [2, 4, 6, 8, 12, 16]
+    want = lk.hit_curve(tr, "pinned-lru", level="model", sizes=[8]).rates[0]
+    assert r.hit_at("pinned-lru", 2, shared=True) == want
+    index = report.render([r], tmp_path / "out")
+    assert "shared ρ=4" in index.read_text()
 
 
 def test_report_rho_2_impossible_is_a_note(tmp_path):

@@ -137,10 +137,10 @@ def _check_domains(args: argparse.Namespace, sources: Sequence[TraceSource]) -> 
 
 def _valid_rhos(curve: Any, rhos: Sequence[float] | None, default: Sequence[float]) -> list[float]:
     """The user's ratios (each must give a whole cache size: an error names the bad one), or
-    the defaults that do."""
+    the defaults that do and are among the curve's sizes."""
     from .._results import cache_size_for
 
-    n = curve.num_sizes
+    n = curve.num_experts * (curve.num_layers if curve.level == "model" else 1)
     if rhos is not None:
         for r in rhos:
             cache_size_for(r, curve.per_unit, n)
@@ -148,10 +148,11 @@ def _valid_rhos(curve: Any, rhos: Sequence[float] | None, default: Sequence[floa
     out = []
     for r in default:
         try:
-            cache_size_for(r, curve.per_unit, n)
+            C = cache_size_for(r, curve.per_unit, n)
         except ValueError:
             continue
-        out.append(r)
+        if int(C) in set(curve.sizes.tolist()):  # a curve on a grid: only its sizes
+            out.append(r)
     return out
 
 

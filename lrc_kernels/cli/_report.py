@@ -57,6 +57,12 @@ def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     )
     p.add_argument("--title", default=None, help="report title")
     p.add_argument(
+        "--all-policies",
+        action="store_true",
+        help="per-size policies at every cache size per layer, and every policy on a shared "
+        "cache (one simulation per size: slower; default: per-size policies at rho = 2)",
+    )
+    p.add_argument(
         "--backend",
         default="auto",
         choices=BACKENDS,
@@ -86,6 +92,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         title=args.title,
         backend=args.backend,
         progress=prog,
+        all_policies=args.all_policies,
     )
     if not args.quiet:
         print(f"wrote {path}", file=sys.stderr)

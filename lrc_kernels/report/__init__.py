@@ -58,6 +58,7 @@ def write_report(
     title: str | None = None,
     backend: str = "auto",
     progress: Any = None,
+    all_policies: bool = False,
 ) -> Path:
     """Compute the metrics of ``sources`` and write the report into directory ``out``.
 
@@ -71,7 +72,7 @@ def write_report(
         Output directory (created if missing). Receives ``index.html`` (self-contained),
         ``srp_vs_m.png``, ``hit_vs_rho.png``, ``layer_srp.png``, ``domains.png`` (when any
         trace has domain labels) and ``report.json``.
-    ms, sch_m, bootstrap, backend, progress
+    ms, sch_m, bootstrap, backend, progress, all_policies
         See :func:`compute_results`.
     title : str, optional
         Page title (default: the model names).
@@ -88,6 +89,12 @@ def write_report(
     """
     out_dir = _out_dir(out)
     models = compute_results(
-        sources, ms=ms, sch_m=sch_m, bootstrap=bootstrap, backend=backend, progress=progress
+        sources,
+        ms=ms,
+        sch_m=sch_m,
+        bootstrap=bootstrap,
+        backend=backend,
+        progress=progress,
+        all_policies=all_policies,
     )
     return render(models, out_dir, title=title, bootstrap=bootstrap)

@@ -8,16 +8,27 @@ from typing import Any
 
 import numpy as np
 
+from .._spec import ALL_POLICIES, POLICY_PARAMS, SIZE_POLICIES
+
 RHO_MARK = 2.0
 RHO_TABLE = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 POLICY_ORDER = ("sch", "belady", "lru", "lfu")  # _spec.POLICIES in the order shown
+# the per-size policies are simulated at this ratio by default (one size: cheap), at every
+# size per layer and on RHO_TABLE for the shared cache with all_policies=True
+SIZE_POLICY_RHO = RHO_MARK
 # traces with more activations than this are streamed from disk by every metric call
 # instead of being read into memory once
 _IN_MEMORY_ACTIVATIONS = 200_000_000
 
 
 def _policy_name(pol: str, m: int) -> str:
-    return {"sch": f"SCH (m={m})", "belady": "Belady", "lru": "LRU", "lfu": "LFU"}[pol]
+    names = {"sch": f"SCH (m={m})", "belady": "Belady", "lru": "LRU", "lfu": "LFU"}
+    if pol in names:
+        return names[pol]
+    if pol in POLICY_PARAMS:
+        kw, default = POLICY_PARAMS[pol]
+        return f"{pol} ({kw}={default:g})"
+    return pol
 
 
 @dataclass
@@ -50,6 +61,13 @@ class ModelResults:
         (:func:`lrc_kernels.domain_specialization`); None without domain labels.
     synthetic : bool
         The trace was made by :func:`lrc_kernels.synthetic_trace` (its metadata says so).
+    policies : dict of str to HitCurve
+        Layer-level curves of the per-size policies (``_spec.SIZE_POLICIES``, default
+        parameters): at rho = ``SIZE_POLICY_RHO`` only, or at every size with
+        ``all_policies``; empty where that rho gives no cache size.
+    shared : dict of str to HitCurve
+        With ``all_policies``: model-level (one shared cache) curves of every policy on the
+        ratios ``RHO_TABLE`` that give whole sizes; else empty.
     notes : list of str
         What the report could not show for this trace, and why.
     """
@@ -66,6 +84,8 @@ class ModelResults:
     load_balance: float = float("nan")
     domain_specialization: float | None = None
     synthetic: bool = False
+    policies: dict[str, Any] = field(default_factory=dict)
+    shared: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -77,9 +97,13 @@ class ModelResults:
         c = self.curves[policy]
         return np.asarray(c.rho, dtype=np.float64), np.asarray(c.rates).mean(axis=0)
 
-    def hit_at(self, policy: str, rho: float) -> float:
-        """Layer-mean hit rate at cache ratio ``rho`` (NaN where rho gives no whole size)."""
-        c = self.curves[policy]
+    def hit_at(self, policy: str, rho: float, shared: bool = False) -> float:
+        """Layer-mean hit rate at cache ratio ``rho`` (NaN where rho gives no whole size or
+        was not simulated); ``shared``: the model-level cache of ``all_policies``."""
+        curves = self.shared if shared else {**self.policies, **self.curves}
+        c = curves.get(policy)
+        if c is None:
+            return float("nan")
         try:
             v = c.at(rho)
         except ValueError:
@@ -105,6 +129,7 @@ def compute_results(
     bootstrap: int = 0,
     backend: str = "auto",
     progress: Any = None,
+    all_policies: bool = False,
 ) -> list[ModelResults]:
     """Compute every number of the report with the public API.
 
@@ -126,6 +151,10 @@ def compute_results(
     progress : object with an ``enabled`` attribute, optional
         Shows a bar over the computation steps when ``progress.enabled`` (the command
         line passes its ``Progress``; tqdm must be importable).
+    all_policies : bool
+        False (default): the per-size policies at rho = 2 per layer only (one simulation
+        per layer and policy). True: at every cache size per layer, and every policy on a
+        shared cache at the ratios ``RHO_TABLE`` (one simulation per size: much slower).
 
     Returns
     -------
@@ -145,14 +174,16 @@ def compute_results(
             bar.update(1)
 
     try:
-        return [_model_results(s, ms, sch_m, bootstrap, backend, step) for s in sources]
+        return [
+            _model_results(s, ms, sch_m, bootstrap, backend, step, all_policies) for s in sources
+        ]
     finally:
         if bar is not None:
             bar.close()
 
 
 # progress steps of one model in _model_results
-_STEPS_PER_MODEL = 8
+_STEPS_PER_MODEL = 9
 
 
 def _trace_facts(source: Any) -> tuple[dict[str, Any], np.ndarray, Any, dict[str, Any], Any]:
@@ -174,9 +205,9 @@ def _trace_facts(source: Any) -> tuple[dict[str, Any], np.ndarray, Any, dict[str
 
 
 def _model_results(
-    source: Any, ms: Any, sch_m: int, bootstrap: int, backend: str, step: Any
+    source: Any, ms: Any, sch_m: int, bootstrap: int, backend: str, step: Any, full: bool
 ) -> ModelResults:
-    """Every number of one model (``step()`` after each of its 8 steps)."""
+    """Every number of one model (``step()`` after each of its 9 steps)."""
     import lrc_kernels as lk
 
     info, lengths, domains, meta, data = _trace_facts(source)
@@ -220,8 +251,34 @@ def _model_results(
         domain_specialization=ds,
         synthetic=meta.get("generator") == "lrc_kernels.synthetic_trace",
     )
+    r.policies, r.shared = _policy_curves(data, info, sch_m, backend, full)
+    step()
     r.notes.extend(_notes(r, m_list, max_len))
     return r
+
+
+def _policy_curves(
+    data: Any, info: dict[str, Any], sch_m: int, backend: str, full: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Layer-level curves of the per-size policies (rho = 2, or every size with ``full``),
+    and with ``full`` every policy on a shared cache at the ratios of ``RHO_TABLE``."""
+    import lrc_kernels as lk
+
+    E, k = int(info["num_experts"]), int(info["top_k"])
+    if backend == "gpu":  # the per-size policies run on the CPU
+        backend = "cpu"
+    layer: dict[str, Any] = {}
+    grid = {} if full else {"rho": [SIZE_POLICY_RHO]}
+    if full or SIZE_POLICY_RHO * k <= E:
+        for pol in SIZE_POLICIES:
+            layer[pol] = lk.hit_curve(data, pol, level="layer", backend=backend, **grid)
+    shared: dict[str, Any] = {}
+    if full:
+        rhos = [r for r in RHO_TABLE if float(r * k).is_integer() and r * k <= E]
+        for pol in ALL_POLICIES:
+            m = sch_m if pol == "sch" else None
+            shared[pol] = lk.hit_curve(data, pol, m, level="model", rho=rhos, backend=backend)
+    return layer, shared
 
 
 def _notes(r: ModelResults, m_list: list[int], max_len: int) -> list[str]:

@@ -25,6 +25,7 @@ from ._tables import (
     _hit_table,
     _layer_table,
     _meta_table,
+    _policy_table,
     _srp_table,
     _summary_table,
 )
@@ -71,6 +72,8 @@ def report_rows(models: Sequence[ModelResults]) -> dict[str, list[dict[str, Any]
         "srp": [],
         "srp_layer": [],
         "curves": [],
+        "policies": [],
+        "policies_shared": [],
         "srp_domain": [],
         "sch_domain": [],
     }
@@ -80,6 +83,10 @@ def report_rows(models: Sequence[ModelResults]) -> dict[str, list[dict[str, Any]
         out["srp_layer"].extend(rows(r.name, r.srp_layer.to_pandas()))
         for pol in POLICY_ORDER:
             out["curves"].extend(rows(r.name, r.curves[pol].to_pandas()))
+        for c in r.policies.values():
+            out["policies"].extend(rows(r.name, c.to_pandas()))
+        for c in r.shared.values():
+            out["policies_shared"].extend(rows(r.name, c.to_pandas()))
         if r.srp_domain is not None:
             out["srp_domain"].extend(rows(r.name, r.srp_domain.to_pandas()))
             out["sch_domain"].extend(rows(r.name, r.sch_domain.to_pandas()))
@@ -206,6 +213,15 @@ def _sections(models: Sequence[ModelResults], title: str, fig_html: dict[str, st
         "<h2>Expert-cache hit rate</h2>",
         fig_html["hit_vs_rho.png"],
         _hit_table(models),
+        "<h2>Replacement policies</h2>",
+        "<p>What offloading runtimes run, against the bounds: FIFO, Clock, SIEVE, S3-FIFO "
+        "and ARC (libCacheSim's defaults), LFU with decayed or windowed counts, static "
+        "placements of the most used experts (in hindsight, or from a calibration prefix) "
+        "and LRU with a pinned hot half (definitions in the docs, Metrics). Hit rates are "
+        "layer means; a shared cache holds every layer's experts (C = ρ·L·k). These "
+        "policies need one simulation per cache size, so the report runs them at ρ = 2 "
+        "unless made with <code>--all-policies</code>.</p>",
+        _policy_table(models),
         "<h2>SRP per layer</h2>",
         fig_html["layer_srp.png"],
         _layer_table(models),

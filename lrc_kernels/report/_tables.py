@@ -9,7 +9,15 @@ from typing import Any
 
 import numpy as np
 
-from ._compute import POLICY_ORDER, RHO_MARK, RHO_TABLE, ModelResults, _policy_name
+from .._spec import ALL_POLICIES
+from ._compute import (
+    POLICY_ORDER,
+    RHO_MARK,
+    RHO_TABLE,
+    SIZE_POLICY_RHO,
+    ModelResults,
+    _policy_name,
+)
 from ._figures import _srp_values
 
 
@@ -108,6 +116,25 @@ def _hit_table(models: Sequence[ModelResults]) -> str:
                 [r.name, _policy_name(pol, r.sch_m), *[r.hit_at(pol, rho) for rho in RHO_TABLE]]
             )
     return _table(header, rows)
+
+
+def _policy_table(models: Sequence[ModelResults]) -> str:
+    """Every policy at rho = 2 per layer (layer mean), and on the shared cache where the
+    report was made with ``all_policies``."""
+    shared = [r for r in RHO_TABLE if any(r in _shared_rhos(m) for m in models)]
+    header = ["model", "policy", f"per layer ρ={SIZE_POLICY_RHO:g}"]
+    header += [f"shared ρ={r:g}" for r in shared]
+    rows = []
+    for r in models:
+        for pol in ALL_POLICIES:
+            row = [r.name, _policy_name(pol, r.sch_m), r.hit_at(pol, SIZE_POLICY_RHO)]
+            rows.append(row + [r.hit_at(pol, rho, shared=True) for rho in shared])
+    return _table(header, rows)
+
+
+def _shared_rhos(r: ModelResults) -> list[float]:
+    c = next(iter(r.shared.values()), None)
+    return [] if c is None else [float(v) for v in c.rho]
 
 
 def _layer_table(models: Sequence[ModelResults]) -> str:
