@@ -124,6 +124,8 @@ def layer_tables(curve: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     E = curve.num_experts
     if not np.array_equal(sizes, np.arange(1, E + 1)):
         raise ValueError(f"need the layer-level curve at every size 1 .. {E}")
+    if not np.all(np.isfinite(rates)):
+        raise ValueError("the trace has no tokens: nothing to plan")
     z = np.zeros((rates.shape[0], 1))
     return np.hstack([z, rates]), np.hstack([z.astype(np.int64), hits]), acc
 

@@ -18,13 +18,19 @@ from .._validate import check_real
 
 __all__ = ["moe_config", "expert_bytes", "FAMILIES"]
 
-# model_type -> (experts key, intermediate-size key, how MoE layers are chosen)
-FAMILIES: dict[str, tuple[str, str, str]] = {
-    "qwen3_moe": ("num_experts", "moe_intermediate_size", "sparse_step"),
-    "qwen2_moe": ("num_experts", "moe_intermediate_size", "sparse_step"),
-    "mixtral": ("num_local_experts", "intermediate_size", "all"),
-    "deepseek_v3": ("n_routed_experts", "moe_intermediate_size", "first_k_dense"),
-    "olmoe": ("num_experts", "intermediate_size", "all"),
+# model_type -> (experts key and its attribute_map alias, intermediate-size key, how MoE
+# layers are chosen). A config.json from the Hub spells the first key; transformers 5's
+# to_dict() may store the alias (Qwen3MoeConfig maps num_experts to num_local_experts).
+FAMILIES: dict[str, tuple[tuple[str, str], str, str]] = {
+    "qwen3_moe": (("num_experts", "num_local_experts"), "moe_intermediate_size", "sparse_step"),
+    "qwen2_moe": (("num_experts", "num_local_experts"), "moe_intermediate_size", "sparse_step"),
+    "mixtral": (("num_local_experts", "num_experts"), "intermediate_size", "all"),
+    "deepseek_v3": (
+        ("n_routed_experts", "num_local_experts"),
+        "moe_intermediate_size",
+        "first_k_dense",
+    ),
+    "olmoe": (("num_experts", "num_local_experts"), "intermediate_size", "all"),
 }
 # defaults of the optional keys, as the transformers configuration classes set them
 _DEFAULTS = {"decoder_sparse_step": 1, "mlp_only_layers": None, "first_k_dense_replace": 3}
@@ -95,7 +101,7 @@ def moe_config(config: Any) -> dict:
         "model_type": family,
         "num_layers": len(layers),
         "moe_layers": layers,
-        "num_experts": _need(cfg, e_key, family),
+        "num_experts": _need(cfg, e_key[0] if e_key[0] in cfg else e_key[1], family),
         "top_k": _need(cfg, "num_experts_per_tok", family),
         "hidden_size": H,
         "intermediate_size": I,
