@@ -48,6 +48,7 @@ _LAZY = {
     "calibrate_decode": "plan",
     "expert_bytes": "plan",
     "moe_config": "plan",
+    "plan_deployment": "plan",
     "replay": "replay",
     "ReplayResult": "replay",
     "measure_copy_bandwidth": "replay",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from ._budget import BudgetPlan, layer_tables, optimal_allocation, plan_budget
 from ._config import FAMILIES, expert_bytes, moe_config
 from ._decode import calibrate_decode, experts_per_step, predict_decode
+from ._deploy import GIB, OPTIONS, plan_deployment
 
 __all__ = [
     "BudgetPlan",
@@ -22,4 +23,7 @@ __all__ = [
     "expert_bytes",
     "moe_config",
     "FAMILIES",
+    "plan_deployment",
+    "OPTIONS",
+    "GIB",
 ]
