@@ -49,9 +49,9 @@ _LAZY = {
     "expert_bytes": "plan",
     "moe_config": "plan",
     "plan_deployment": "plan",
-    "replay": "replay",
-    "ReplayResult": "replay",
-    "measure_copy_bandwidth": "replay",
+    "replay": "offload",
+    "ReplayResult": "offload",
+    "measure_copy_bandwidth": "offload",
     # the HTML / PNG report (imports matplotlib)
     "write_report": "report",
 }

@@ -98,7 +98,7 @@ def test_prefill_moves_warm_fills_out_of_the_timed_steps():
 
 
 def test_online_caches_by_hand():
-    from lrc_kernels.replay import make_cache
+    from lrc_kernels.offload import make_cache
 
     lru, fifo, lfu = make_cache("lru", 2), make_cache("fifo", 2), make_cache("lfu", 2)
     for c in (lru, fifo, lfu):

@@ -1,7 +1,7 @@
 """Offloading planner: per-layer cache budgets, decode speed, and expert sizes.
 
 ``docs/planning.md`` ("Planning an offloading deployment") walks through it. The planner
-sits on the public API (:func:`lrc_kernels.hit_curve`); :mod:`lrc_kernels.replay` checks
+sits on the public API (:func:`lrc_kernels.hit_curve`); :mod:`lrc_kernels.offload` checks
 its predictions on a real two-tier expert store.
 """
 

@@ -1,4 +1,4 @@
-"""Replay, the check on the planner: a trace through a real two-tier expert store.
+"""Offloading check: replay a trace through a real two-tier expert store.
 
 :func:`replay` runs a routing trace through online caches (``_caches``, written apart from
 the metric kernels) over expert weights in torch (``_store``: a slow tier on disk or in
