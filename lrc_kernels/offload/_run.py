@@ -55,6 +55,10 @@ class ReplayResult:
         Wall time of those steps.
     token_seconds : ndarray of float64
         Wall time of every step.
+    cpu_seconds : float
+        CPU time of this thread over those steps (user + system): the replay's own work,
+        unaffected by other processes competing for the cores (on a host fast tier the
+        copies are this thread's work; a GPU's transfers are not in it).
     expert_bytes : int
     slow, device : str
         The tiers used.
@@ -73,6 +77,7 @@ class ReplayResult:
     tokens: int
     seconds: float
     token_seconds: np.ndarray
+    cpu_seconds: float
     expert_bytes: int
     slow: str
     device: str
@@ -80,6 +85,10 @@ class ReplayResult:
     @property
     def ms_per_token(self) -> float:
         return 1000.0 * self.seconds / max(self.tokens, 1)
+
+    @property
+    def cpu_ms_per_token(self) -> float:
+        return 1000.0 * self.cpu_seconds / max(self.tokens, 1)
 
     @property
     def tokens_per_s(self) -> float:
@@ -179,8 +188,8 @@ class _Unit:
 
 def _run_sequence(
     streams: list[np.ndarray], units: list[_Unit], warm: bool, prefill: bool, verify: bool
-) -> list[float]:
-    """Replay one sequence; the wall time of every decode step."""
+) -> tuple[list[float], float]:
+    """Replay one sequence; the wall time of every decode step, and their CPU time."""
     store = units[0].store
     if warm and prefill:
         for u, s in zip(units, streams, strict=True):
@@ -189,13 +198,16 @@ def _run_sequence(
     tokens = [s.tolist() for s in streams]
     times = []
     clock = time.perf_counter
+    cpu = 0.0
     for t in range(streams[0].shape[0]):
+        c0 = time.thread_time()
         t0 = clock()
         for u, tok in zip(units, tokens, strict=True):
             u.step(tok[t], warm, verify)
         store.sync()
         times.append(clock() - t0)
-    return times
+        cpu += time.thread_time() - c0
+    return times, cpu
 
 
 def _tally(units: list[_Unit], per_seq: list[np.ndarray]) -> None:
@@ -277,6 +289,7 @@ def _replay_all(tr, policy, level, sizes, store, warm, prefill, verify):  # noqa
     bases = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
     per_seq: list[np.ndarray] = []
     times: list[float] = []
+    cpu = 0.0
     for s in range(tr.num_sequences):
         ids = tr.sequence(s)
         if ids.shape[0] == 0:
@@ -285,9 +298,11 @@ def _replay_all(tr, policy, level, sizes, store, warm, prefill, verify):  # noqa
             _Unit(policy, int(C), b, (u * E if level == "layer" else 0), store)
             for u, (C, b) in enumerate(zip(sizes.tolist(), bases, strict=True))
         ]
-        times += _run_sequence(_streams(ids, level, E), units, warm, prefill, verify)
+        t, c = _run_sequence(_streams(ids, level, E), units, warm, prefill, verify)
+        times += t
+        cpu += c
         _tally(units, per_seq)
-    return per_seq, times
+    return per_seq, (times, cpu)
 
 
 def _result(policy, level, sizes, per_seq, times, eb, slow, device) -> ReplayResult:  # noqa: ANN001
@@ -309,9 +324,10 @@ def _result(policy, level, sizes, per_seq, times, eb, slow, device) -> ReplayRes
         bytes_moved=int(misses.sum()) * eb,
         fill_bytes=int(tot[:, 1].sum()) * eb,
         hit_rate=float(rates.mean(0).mean()) if counts.shape[0] else float("nan"),
-        tokens=len(times),
-        seconds=float(sum(times)),
-        token_seconds=np.asarray(times),
+        tokens=len(times[0]),
+        seconds=float(sum(times[0])),
+        token_seconds=np.asarray(times[0]),
+        cpu_seconds=float(times[1]),
         expert_bytes=eb,
         slow=slow,
         device=device,
