@@ -143,7 +143,8 @@ def predict_decode(
     Returns
     -------
     float or ndarray
-        Tokens per second, the shape of ``hit_rate``.
+        Tokens per second, the shape of ``hit_rate`` (``inf`` where nothing is fetched and
+        ``base_ms`` is 0).
 
     Notes
     -----
@@ -173,5 +174,6 @@ def predict_decode(
         cost = min(cost, check_real(host_ms, "host_ms", 0.0))
     T = _fetched(hit_rate, L, d) * cost
     step = base + T - f * np.minimum(base, T)
-    out = 1000.0 * B / step
+    with np.errstate(divide="ignore"):
+        out = 1000.0 * B / step  # inf: nothing to fetch and no resident time
     return float(out) if np.ndim(out) == 0 else out

@@ -58,6 +58,7 @@ def write_report(
     title: str | None = None,
     backend: str = "auto",
     progress: Any = None,
+    deployment: dict | None = None,
 ) -> Path:
     """Compute the metrics of ``sources`` and write the report into directory ``out``.
 
@@ -75,6 +76,11 @@ def write_report(
         See :func:`compute_results`.
     title : str, optional
         Page title (default: the model names).
+    deployment : dict, optional
+        ``expert_bytes``, ``link_gbps`` and ``base_ms`` of the "Deployment" section's
+        decode-speed predictions (default: a Qwen3-30B-A3B-sized expert at 4.5 bits over
+        25 GB/s, 10 ms per token with every expert resident: assumptions, not
+        measurements).
 
     Returns
     -------
@@ -90,4 +96,4 @@ def write_report(
     models = compute_results(
         sources, ms=ms, sch_m=sch_m, bootstrap=bootstrap, backend=backend, progress=progress
     )
-    return render(models, out_dir, title=title, bootstrap=bootstrap)
+    return render(models, out_dir, title=title, bootstrap=bootstrap, deployment=deployment)
