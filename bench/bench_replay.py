@@ -36,72 +36,81 @@ sys.path.insert(0, str(ROOT))
 
 import lrc_kernels as lk  # noqa: E402
 
-FULL = dict(S=2, T=256, L=8, E=32, k=4, eb=1 << 20, per_layer=(2, 4, 8, 16, 24))
+FULL = dict(S=2, T=128, L=8, E=32, k=4, eb=1 << 18, per_layer=(2, 4, 8, 16, 24))
 QUICK = dict(S=2, T=24, L=2, E=8, k=2, eb=1 << 12, per_layer=(2, 4))
 POLICIES = ("lru", "lfu")
+ROUNDS = 5  # interleaved rounds; each figure is the median over the rounds
+CLOCKS = ("wall", "cpu")
 
 
-REPEATS = 3  # each figure is the best of 3 runs: the machine is shared with other work
+def _round(tr, plans, cfg, slow):
+    """One round: this moment's copy bandwidth and all-resident time, then every replay.
 
-
-def _replay(tr, policy, alloc, eb, slow):
-    """Best-of-REPEATS wall and CPU ms per token, and one run's result (for the counts)."""
-    runs = [lk.replay(tr, policy, alloc, expert_bytes=eb, slow=slow) for _ in range(REPEATS)]
-    wall = min(r.ms_per_token for r in runs)
-    cpu = min(r.cpu_ms_per_token for r in runs)
-    return runs[0], wall, cpu
-
-
-def _bandwidth(eb, L, E, slow, clock):
-    return max(
-        lk.measure_copy_bandwidth(
-            eb, copies=512, rows=L * E, slots=L * E // 4, slow=slow, clock=clock
-        )
-        for _ in range(REPEATS)
-    )
+    The machine is shared with other work whose load drifts, so the two calibration
+    measurements are repeated next to the replays they predict, in every round.
+    """
+    L, E, eb = cfg["L"], cfg["E"], cfg["eb"]
+    gbps = {
+        c: lk.measure_copy_bandwidth(eb, copies=128, rows=L * E, slots=L * E // 4, slow=slow,
+                                     clock=c)
+        for c in CLOCKS
+    }  # fmt: skip
+    base = lk.replay(tr, "lru", E, expert_bytes=eb, slow=slow)  # every expert resident
+    if base.misses.sum() != 0:
+        raise SystemExit("the all-resident replay missed")
+    base_ms = {"wall": base.ms_per_token, "cpu": base.cpu_ms_per_token}
+    out = []
+    for (policy, slots), plan in plans.items():
+        r = lk.replay(tr, policy, plan, expert_bytes=eb, slow=slow)
+        if not np.array_equal(r.misses, plan.misses):
+            raise SystemExit(f"{policy} {slots}: replay misses differ from the plan")
+        got = {"wall": r.ms_per_token, "cpu": r.cpu_ms_per_token}
+        row = {}
+        for c in CLOCKS:
+            pred = 1000.0 / lk.predict_decode(
+                plan.hit_rate, num_layers=L, top_k=cfg["k"], expert_bytes=eb,
+                link_gbps=gbps[c], base_ms=base_ms[c],
+            )  # fmt: skip
+            row[c] = (got[c], pred, got[c] / pred - 1.0)
+        out.append(row)
+    return gbps, base_ms, out
 
 
 def run(cfg: dict, slow: str) -> dict:
     tr = lk.synthetic_trace(cfg["S"], cfg["T"], cfg["L"], cfg["E"], cfg["k"], stay=0.6, seed=7)
-    L, E, k, eb = cfg["L"], cfg["E"], cfg["k"], cfg["eb"]
+    L = cfg["L"]
     load0 = os.getloadavg()
-    gbps = {c: _bandwidth(eb, L, E, slow, c) for c in ("wall", "cpu")}
-    base, base_wall, base_cpu = _replay(tr, "lru", E, eb, slow)  # every expert resident
-    if base.misses.sum() != 0:
-        raise SystemExit("the all-resident replay missed")
-    base_ms = {"wall": base_wall, "cpu": base_cpu}
+    plans = {
+        (p, c * L): lk.plan_budget(tr, c * L, p, shared=False)
+        for p in POLICIES
+        for c in cfg["per_layer"]
+    }
+    rounds = [_round(tr, plans, cfg, slow) for _ in range(1 if cfg is QUICK else ROUNDS)]
+    med = np.median
     rows = []
-    for policy in POLICIES:
-        for c in cfg["per_layer"]:
-            plan = lk.plan_budget(tr, c * L, policy, shared=False)
-            r, wall, cpu = _replay(tr, policy, plan, eb, slow)
-            if not np.array_equal(r.misses, plan.misses):
-                raise SystemExit(f"{policy} {c * L}: replay misses differ from the plan")
-            row = {"policy": policy, "slots": c * L, "hit_rate": plan.hit_rate,
-                   "misses": int(r.misses.sum())}  # fmt: skip
-            for clock, got in (("wall", wall), ("cpu", cpu)):
-                pred = 1000.0 / lk.predict_decode(
-                    plan.hit_rate, num_layers=L, top_k=k, expert_bytes=eb,
-                    link_gbps=gbps[clock], base_ms=base_ms[clock],
-                )  # fmt: skip
-                row[f"{clock}_ms"], row[f"{clock}_predicted_ms"] = got, pred
-                row[f"{clock}_error"] = got / pred - 1.0
-            rows.append(row)
-    cal = _calibration(rows, L, k, eb)
+    for i, ((policy, slots), plan) in enumerate(plans.items()):
+        row = {"policy": policy, "slots": slots, "hit_rate": plan.hit_rate,
+               "misses": int(plan.misses.sum())}  # fmt: skip
+        for c in CLOCKS:
+            got, pred, err = (np.array([rd[2][i][c][j] for rd in rounds]) for j in range(3))
+            row[f"{c}_ms"], row[f"{c}_predicted_ms"] = float(med(got)), float(med(pred))
+            row[f"{c}_error"] = float(med(err))
+            row[f"{c}_errors"] = err.tolist()
+        rows.append(row)
+    cal = _calibration(rows, L, cfg["k"], cfg["eb"])
     return {
         "schema": "lrc-bench/replay-1",
         "config": {**{k_: v for k_, v in cfg.items() if k_ != "per_layer"}, "slow": slow},
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "rounds": len(rounds),
         "load_before": load0,
         "load_after": os.getloadavg(),
-        "copy_gbps": gbps,
-        "base_ms": base_ms,
+        "copy_gbps": {c: [rd[0][c] for rd in rounds] for c in CLOCKS},
+        "base_ms": {c: [rd[1][c] for rd in rounds] for c in CLOCKS},
         "rows": rows,
         "calibration": cal,
-        "max_abs_error": {c: max(abs(r[f"{c}_error"]) for r in rows) for c in ("wall", "cpu")},
-        "within_25pct": {
-            c: all(abs(r[f"{c}_error"]) <= 0.25 for r in rows) for c in ("wall", "cpu")
-        },
+        "max_abs_error": {c: max(abs(r[f"{c}_error"]) for r in rows) for c in CLOCKS},
+        "within_25pct": {c: all(abs(r[f"{c}_error"]) <= 0.25 for r in rows) for c in CLOCKS},
     }
 
 
@@ -121,13 +130,17 @@ def _calibration(rows: list[dict], L: int, k: int, eb: int) -> dict:
 
 def markdown(doc: dict) -> str:
     c = doc["config"]
+    g, b = doc["copy_gbps"], doc["base_ms"]
+
+    def span(v: list, fmt: str) -> str:
+        return f"{min(v):{fmt}}-{max(v):{fmt}}"
+
     lines = [
         f"Replay of a synthetic trace ({c['S']} x {c['T']} tokens, {c['L']} layers x {c['E']} "
         f"experts, top-{c['k']}), experts of {c['eb']:,} B, slow tier `{c['slow']}`, fast tier "
-        "host RAM. Measured copy bandwidth "
-        f"{doc['copy_gbps']['cpu']:.2f} GB/s in CPU time ({doc['copy_gbps']['wall']:.2f} wall); "
-        f"all-resident replay {doc['base_ms']['cpu']:.3f} ms/token CPU "
-        f"({doc['base_ms']['wall']:.3f} wall). Best of {REPEATS} runs each. Load (1-min) "
+        f"host RAM; {doc['rounds']} interleaved rounds, medians shown. Copy bandwidth measured "
+        f"in each round: {span(g['cpu'], '.2f')} GB/s in CPU time, {span(g['wall'], '.2f')} "
+        f"wall; all-resident replay {span(b['cpu'], '.3f')} ms/token CPU. Load (1-min) "
         f"{doc['load_before'][0]:.2f} before, {doc['load_after'][0]:.2f} after.",
         "",
         "| policy | slots | hit rate | misses | CPU ms/token | predicted | error "
@@ -154,7 +167,7 @@ def markdown(doc: dict) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes: the code path only")
-    p.add_argument("--slow", default="mmap", choices=("mmap", "host"))
+    p.add_argument("--slow", default="host", choices=("mmap", "host"))
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "replay.json")
     a = p.parse_args()
     quick = a.quick or os.environ.get("LRC_BENCH_QUICK", "") not in ("", "0", "false", "no")
