@@ -18,13 +18,11 @@ import numpy as np
 
 import lrc_kernels as lk
 
-from .._validate import check_bool, check_choice, check_int
-from ._caches import CACHES, make_cache
+from .._validate import check_bool, check_choice, check_int, check_real
+from ._caches import CACHES, HIT, WARM, make_cache
 from ._store import SLOW_TIERS, TwoTierStore
 
 __all__ = ["ReplayResult", "replay"]
-
-_HIT, _WARM, _MISS = 0, 1, 2
 
 
 @dataclass(repr=False, eq=False)
@@ -45,7 +43,8 @@ class ReplayResult:
     bytes_moved : int
         ``misses * expert_bytes``: bytes copied for misses.
     fill_bytes : int
-        Bytes copied for warm fills (untimed with ``prefill``).
+        Bytes copied for warm fills and for static placements loaded before a sequence
+        (untimed with ``prefill``; a static placement is always loaded before).
     hit_rate : float
         Mean over caches of the mean over sequences of ``(hits + warm_fills) / accesses``,
         as :class:`~lrc_kernels.HitCurve` averages.
@@ -127,30 +126,20 @@ def _streams(ids: np.ndarray, level: str, E: int) -> list[np.ndarray]:
     return [(ids.astype(np.int64) + (np.arange(L) * E)[None, :, None]).reshape(ids.shape[0], -1)]
 
 
-def _warm_set(stream: np.ndarray, C: int) -> list[int]:
-    """The first ``C`` distinct experts of a stream, in first-access order."""
-    out: dict[int, None] = {}
-    for x in stream.ravel().tolist():
-        if len(out) >= C:
-            break
-        out.setdefault(x, None)
-    return list(out)
-
-
 class _Unit:
     """One cache during one sequence: the online policy plus where each expert's bytes lie."""
 
-    def __init__(self, policy: str, C: int, base: int, row0: int, store: TwoTierStore) -> None:
-        self.cache = make_cache(policy, C)
-        self.C, self.base, self.row0, self.store = C, base, row0, store
-        self.seen: set[int] = set()
+    def __init__(self, cache: Any, base: int, row0: int, store: TwoTierStore) -> None:
+        self.cache = cache
+        self.C, self.base, self.row0, self.store = cache.capacity, base, row0, store
         self.phys: dict[int, int] = {}  # expert -> fast slot (local)
-        self.free = list(range(C - 1, -1, -1))
-        self.counts = np.zeros(3, np.int64)  # hits, warm fills, misses
+        self.free = list(range(self.C - 1, -1, -1))
+        self.counts = np.zeros(4, np.int64)  # hits, warm fills, misses, fill copies
 
-    def prefill(self, experts: list[int]) -> None:
-        for x in experts:
+    def prefill(self, stream: list[list[int]]) -> None:
+        for x in self.cache.prefill(stream):
             self._place(x)
+            self.counts[3] += 1
 
     def _place(self, x: int) -> None:
         slot = self.free.pop()
@@ -159,27 +148,22 @@ class _Unit:
 
     def step(self, token: list[int], warm: bool, verify: bool) -> None:
         """Serve one token: look-ups first, then the policy, then the byte copies."""
-        cache, seen = self.cache, self.seen
-        status = []
-        for x in token:  # 1. look-ups against the cache before the token
-            if x in cache:
-                st = _HIT
-                if verify and not self.store.holds(self.row0 + x, self.base + self.phys[x]):
+        cache = self.cache
+        status = cache.lookup(token, warm)  # 1. look-ups against the cache before the token
+        if verify:
+            for x, st in zip(token, status, strict=True):
+                if st == HIT and not self.store.holds(self.row0 + x, self.base + self.phys[x]):
                     raise AssertionError(f"fast slot of expert {x} holds other bytes")
-            elif warm and x not in seen and len(seen) < self.C:
-                st = _WARM
-            else:
-                st = _MISS
-            seen.add(x)
-            status.append(st)
         evicted = [y for y in map(cache.access, token) if y is not None]  # 2. the policy
         for y in evicted:  # 3. slots of experts that left
             if y not in cache and y in self.phys:
                 self.free.append(self.phys.pop(y))
         for x, st in zip(token, status, strict=True):  # 4. bytes of the misses
             self.counts[st] += 1
-            if st == _HIT or x in self.phys:  # resident, or placed by the prefill
+            if st == HIT or x in self.phys:  # resident, or placed by the prefill
                 continue
+            if st == WARM:
+                self.counts[3] += 1
             if x in cache:
                 self._place(x)
             else:  # used once and not kept: through the staging slot
@@ -191,11 +175,12 @@ def _run_sequence(
 ) -> tuple[list[float], float]:
     """Replay one sequence; the wall time of every decode step, and their CPU time."""
     store = units[0].store
-    if warm and prefill:
-        for u, s in zip(units, streams, strict=True):
-            u.prefill(_warm_set(s, u.C))
-        store.sync()
     tokens = [s.tolist() for s in streams]
+    if warm:
+        for u, tok in zip(units, tokens, strict=True):
+            if prefill or u.cache.static:  # a placement is loaded before the sequence
+                u.prefill(tok)
+        store.sync()
     times = []
     clock = time.perf_counter
     cpu = 0.0
@@ -228,6 +213,7 @@ def replay(
     prefill: bool = True,
     verify: bool = False,
     directory: str | None = None,
+    **policy_params: Any,
 ) -> ReplayResult:
     """Run a trace through a real two-tier expert store under an online cache policy.
 
@@ -235,8 +221,9 @@ def replay(
     ----------
     trace : Trace or path
         The routing trace (a path is read with :func:`lrc_kernels.read_trace`).
-    policy : {"lru", "lfu", "fifo"}
-        Policy of the online caches (written independently of the metric kernels).
+    policy : {"lru", "lfu", "fifo", "static-oracle", "static-prefix", "pinned-lru"}
+        Policy of the online caches (written independently of the metric kernels);
+        ``prefix=`` and ``pinned=`` as for :func:`lrc_kernels.hit_curve`.
     allocation : int, sequence of int, or BudgetPlan
         Layer level: slots per layer (one int for all, or L sizes 0 .. E; a
         :class:`~lrc_kernels.plan.BudgetPlan` gives its optimal ``allocation``). Model
@@ -257,12 +244,21 @@ def replay(
         when first accessed (timed).
     verify : bool
         Check on every hit that the fast slot holds that expert's bytes (slow; for tests).
+    directory : str, optional
+        Folder of the memory-mapped slow tier's temporary file (default: the system's).
+    **policy_params
+        ``prefix`` (static-prefix) or ``pinned`` (pinned-lru).
 
     Returns
     -------
     ReplayResult
     """
     check_choice(policy, "policy", tuple(CACHES))
+    if "prefix" in policy_params:
+        check_int(policy_params["prefix"], "prefix", 1)
+    if "pinned" in policy_params:
+        check_real(policy_params["pinned"], "pinned", 0.0, 1.0)
+    make_cache(policy, 0, [], 0, **policy_params)  # a parameter of another policy: error
     check_choice(level, "level", ("layer", "model"))
     check_choice(slow, "slow", SLOW_TIERS)
     eb = check_int(expert_bytes, "expert_bytes", 4)
@@ -276,16 +272,19 @@ def replay(
     sizes = _sizes(allocation, level, L, E)
     store = TwoTierStore(L * E, eb, int(sizes.sum()), slow=slow, fast=fast, directory=directory)
     try:
-        per_seq, times = _replay_all(tr, policy, level, sizes, store, warm, prefill, verify)
+        per_seq, times = _replay_all(
+            tr, policy, policy_params, level, sizes, store, warm, prefill, verify
+        )
     finally:
         device = str(store.device)
         store.close()
     return _result(policy, level, sizes, per_seq, times, eb, slow, device)
 
 
-def _replay_all(tr, policy, level, sizes, store, warm, prefill, verify):  # noqa: ANN001, ANN202
+def _replay_all(tr, policy, params, level, sizes, store, warm, prefill, verify):  # noqa: ANN001, ANN202
     """Every non-empty sequence, fresh caches each."""
     E = tr.num_experts
+    universe = E if level == "layer" else E * tr.num_layers
     bases = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
     per_seq: list[np.ndarray] = []
     times: list[float] = []
@@ -294,11 +293,17 @@ def _replay_all(tr, policy, level, sizes, store, warm, prefill, verify):  # noqa
         ids = tr.sequence(s)
         if ids.shape[0] == 0:
             continue
+        streams = _streams(ids, level, E)
         units = [
-            _Unit(policy, int(C), b, (u * E if level == "layer" else 0), store)
-            for u, (C, b) in enumerate(zip(sizes.tolist(), bases, strict=True))
+            _Unit(
+                make_cache(policy, int(C), st.tolist(), universe, **params),
+                b,
+                (u * E if level == "layer" else 0),
+                store,
+            )
+            for u, (C, b, st) in enumerate(zip(sizes.tolist(), bases, streams, strict=True))
         ]
-        t, c = _run_sequence(_streams(ids, level, E), units, warm, prefill, verify)
+        t, c = _run_sequence(streams, units, warm, prefill, verify)
         times += t
         cpu += c
         _tally(units, per_seq)
@@ -307,8 +312,8 @@ def _replay_all(tr, policy, level, sizes, store, warm, prefill, verify):  # noqa
 
 def _result(policy, level, sizes, per_seq, times, eb, slow, device) -> ReplayResult:  # noqa: ANN001
     n = len(sizes)
-    counts = np.stack(per_seq) if per_seq else np.zeros((0, n, 3), np.int64)
-    acc_seq = counts.sum(-1)
+    counts = np.stack(per_seq) if per_seq else np.zeros((0, n, 4), np.int64)
+    acc_seq = counts[..., :3].sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         rates = (counts[..., 0] + counts[..., 1]) / acc_seq
     tot = counts.sum(0)
@@ -317,12 +322,12 @@ def _result(policy, level, sizes, per_seq, times, eb, slow, device) -> ReplayRes
         policy=policy,
         level=level,
         sizes=sizes,
-        accesses=tot.sum(-1),
+        accesses=tot[:, :3].sum(-1),
         hits=tot[:, 0],
         warm_fills=tot[:, 1],
         misses=misses,
         bytes_moved=int(misses.sum()) * eb,
-        fill_bytes=int(tot[:, 1].sum()) * eb,
+        fill_bytes=int(tot[:, 3].sum()) * eb,
         hit_rate=float(rates.mean(0).mean()) if counts.shape[0] else float("nan"),
         tokens=len(times[0]),
         seconds=float(sum(times[0])),
