@@ -130,3 +130,15 @@ def test_replay_errors():
 def test_copy_bandwidth_is_measured():
     gbps = lk.measure_copy_bandwidth(1 << 16, copies=32, rows=8, slots=4, slow="host")
     assert gbps > 0
+
+
+def test_store_restores_torch_threads_and_refuses_pinned_without_cuda():
+    import torch
+
+    before = torch.get_num_threads()
+    lk.replay(lk.synthetic_trace(1, 5, 1, 4, 2, seed=0), "lru", 2, expert_bytes=8, slow="host")
+    assert torch.get_num_threads() == before
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="needs CUDA"):
+            lk.replay(lk.synthetic_trace(1, 5, 1, 4, 2, seed=0), "lru", 2, slow="pinned")
+        assert torch.get_num_threads() == before

@@ -53,12 +53,30 @@ class TwoTierStore:
     ) -> None:
         torch = _torch()
         self.torch = torch
+        self.path = None
+        self.slow = None
+        # one thread per copy, as a runtime's memcpy: torch's intra-op pool would split a
+        # copy over threads whose barrier waits dominate on a busy machine (restored by
+        # close())
+        self._threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            self._make(rows, expert_bytes, slots, slow, fast, directory)
+        except BaseException:
+            self.close()
+            raise
+
+    def _make(
+        self, rows: int, expert_bytes: int, slots: int, slow: str, fast: str, directory: Any
+    ) -> None:
+        torch = self.torch
+        self.path: str | None = None
+        self._mm = None
         self.expert_bytes = int(expert_bytes)
         if fast == "auto":
             fast = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(fast)
         self.cuda = self.device.type == "cuda"
-        self.path: str | None = None
         shape = (int(rows), self.expert_bytes)
         if slow == "mmap":
             fd, self.path = tempfile.mkstemp(suffix=".experts", dir=directory)
@@ -95,6 +113,9 @@ class TwoTierStore:
             self.torch.cuda.synchronize(self.device)
 
     def close(self) -> None:
+        if self._threads is not None:
+            self.torch.set_num_threads(self._threads)
+            self._threads = None
         self.slow = None
         self._mm = None
         if self.path is not None:
