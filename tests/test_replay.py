@@ -142,3 +142,81 @@ def test_store_restores_torch_threads_and_refuses_pinned_without_cuda():
         with pytest.raises(ValueError, match="needs CUDA"):
             lk.replay(lk.synthetic_trace(1, 5, 1, 4, 2, seed=0), "lru", 2, slow="pinned")
         assert torch.get_num_threads() == before
+
+
+# SPEC's worked example (one sequence, one layer, E = 4, k = 2): hits at C = 1..4 of the
+# static placements, by hand (docs/metrics.md, "Frequency and static policies")
+SPEC_TRACE = [[0, 1], [0, 1], [1, 2], [0, 1], [2, 3], [2, 3], [0, 2], [0, 1]]
+STATIC_BY_HAND = {
+    ("static-oracle", None, True): [5, 10, 14, 16],
+    ("static-oracle", None, False): [4, 8, 11, 12],
+    ("static-prefix", 2, True): [5, 10, 14, 16],
+    ("static-prefix", 3, True): [5, 10, 14, 16],
+    ("pinned-lru", 0.5, True): [4, 9, 14, 16],
+    ("pinned-lru", 0.5, False): [3, 7, 11, 12],
+}
+
+
+@pytest.mark.parametrize("key", list(STATIC_BY_HAND))
+def test_static_placements_by_hand(key):
+    policy, param, warm = key
+    tr = lk.Trace(np.array(SPEC_TRACE).reshape(8, 1, 2), num_experts=4)
+    kw = {} if param is None else {"prefix" if policy == "static-prefix" else "pinned": param}
+    hits = []
+    for C in (1, 2, 3, 4):
+        r = lk.replay(tr, policy, C, expert_bytes=8, slow="host", warm_start=warm, verify=True,
+                      **kw)  # fmt: skip
+        assert r.accesses[0] == 16
+        hits.append(16 - int(r.misses[0]))
+    assert hits == STATIC_BY_HAND[key]
+
+
+@pytest.mark.parametrize("level", ["layer", "model"])
+@settings(max_examples=10)
+@given(
+    trace=traces(max_sequences=3, max_len=12, max_layers=2, max_experts=6, max_k=3),
+    warm=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_static_placements_equal_their_definitions(level, trace, warm, seed):
+    """static-oracle from the sequences' counts alone (the sum of the C largest counts,
+    minus one per used member when cold); pinned-lru at share 0 is LRU, at 1 static-oracle;
+    static-prefix over the whole sequence is static-oracle."""
+    assume(trace.num_tokens > 0)
+    L, E = trace.num_layers, trace.num_experts
+    C = int(np.random.default_rng(seed).integers(1, (E if level == "layer" else L * E) + 1))
+    kw = dict(level=level, expert_bytes=8, slow="host", warm_start=warm)
+    oracle = lk.replay(trace, "static-oracle", C, verify=True, **kw)
+    want = []
+    off = np.asarray(trace.offsets)
+    x = np.asarray(trace.experts, np.int64)
+    units = range(L) if level == "layer" else [None]
+    for u in units:
+        hits = 0
+        for s in range(len(off) - 1):
+            ids = x[off[s] : off[s + 1]]
+            ids = ids[:, u] if u is not None else ids + (np.arange(L) * E)[None, :, None]
+            c = np.sort(np.bincount(ids.ravel(), minlength=E * L))[::-1][:C]
+            hits += int(c.sum()) if warm else int(np.maximum(c - 1, 0).sum())
+        want.append(oracle.accesses[len(want)] - hits)
+    np.testing.assert_array_equal(oracle.misses, want)
+    np.testing.assert_array_equal(
+        lk.replay(trace, "pinned-lru", C, pinned=1.0, **kw).misses, oracle.misses
+    )
+    np.testing.assert_array_equal(
+        lk.replay(trace, "static-prefix", C, prefix=10**6, **kw).misses, oracle.misses
+    )
+    np.testing.assert_array_equal(
+        lk.replay(trace, "pinned-lru", C, pinned=0.0, verify=True, **kw).misses,
+        lk.replay(trace, "lru", C, **kw).misses,
+    )
+
+
+def test_policy_parameters_are_checked():
+    tr = lk.synthetic_trace(1, 5, 1, 4, 2, seed=0)
+    with pytest.raises(ValueError, match="takes no parameter 'pinned'"):
+        lk.replay(tr, "lru", 2, pinned=0.5)
+    with pytest.raises(ValueError, match="pinned must be <= 1"):
+        lk.replay(tr, "pinned-lru", 2, pinned=1.5)
+    with pytest.raises(ValueError, match="prefix must be >= 1"):
+        lk.replay(tr, "static-prefix", 2, prefix=0)

@@ -8,11 +8,12 @@ from typing import Any
 
 import lrc_kernels as lk
 
+from ..offload import CACHES
 from ._args import _add_common, _add_output, _add_traces, _nonneg_int, _positive_int
 from ._common import EXIT_OK, CLIError, metric_inputs
 from ._output import _emit, _fmt, format_table
 
-REPLAY_POLICIES = ("lru", "lfu", "fifo")
+REPLAY_POLICIES = tuple(CACHES)  # the online caches of lk.replay
 PLACEMENTS = ("optimal", "uniform", "shared")
 
 EPILOG = """\
