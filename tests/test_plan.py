@@ -11,11 +11,20 @@ from hypothesis import strategies as st
 from strategies import traces
 
 import lrc_kernels as lk
-from lrc_kernels._spec import POLICIES
+from lrc_kernels import _spec
 from lrc_kernels.plan import layer_tables, optimal_allocation
 
+ALL = getattr(_spec, "ALL_POLICIES", _spec.POLICIES)  # every policy hit_curve takes
 # policy parameters the planner passes through to hit_curve
-PARAMS = {"sch": {"m": 2}}
+PARAMS = {"sch": {"m": 2}, "static-prefix": {"prefix": 3}, "pinned-lru": {"pinned": 0.5}}
+
+
+def _hits(curve):
+    """Integer hits per size and accesses, from whichever tables the HitCurve carries."""
+    if getattr(curve, "hits", None) is not None:
+        return np.asarray(curve.hits), np.asarray(curve.accesses)
+    stat = np.asarray(curve.stat)
+    return np.cumsum(stat[..., :-1], axis=-1), stat.sum(-1)
 
 
 def _brute(rates: np.ndarray, budget: int) -> float:
@@ -58,7 +67,7 @@ def test_dp_equals_brute_force_on_arbitrary_tables(seed, L, N, budget):
         assert val[b] == _brute(rates, b)
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("policy", ALL)
 @settings(max_examples=8)
 @given(trace=traces(max_sequences=3, max_len=12, max_layers=3, max_experts=5, max_k=3))
 def test_plan_budget_is_the_brute_force_optimum(policy, trace):
@@ -72,9 +81,9 @@ def test_plan_budget_is_the_brute_force_optimum(policy, trace):
         assert plan.allocation.sum() <= budget
         assert plan.hit_rate * L == pytest.approx(_brute(rates, budget), abs=1e-12)
         np.testing.assert_array_equal(plan.layer_rates, rates[np.arange(L), plan.allocation])
-        stat = np.asarray(curve.stat)
-        hits = [stat[layer, :c].sum() for layer, c in enumerate(plan.allocation)]
-        np.testing.assert_array_equal(plan.misses, stat.sum(-1) - hits)
+        h, acc = _hits(curve)
+        hits = [h[layer, c - 1] if c else 0 for layer, c in enumerate(plan.allocation)]
+        np.testing.assert_array_equal(plan.misses, acc - hits)
         assert plan.hit_rate >= plan.uniform_hit_rate - 1e-12
 
 
