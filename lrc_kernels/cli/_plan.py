@@ -64,7 +64,7 @@ def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     size = p.add_argument_group("expert size (one of)")
     size.add_argument("--config", metavar="CONFIG", help="the model's config.json (or folder)")
     size.add_argument("--expert-bytes", type=_positive_int, help="bytes of one routed expert")
-    size.add_argument("--bits", type=_ratio, default=16.0, help="bits per weight (default 16)")
+    size.add_argument("--bits", type=_ratio, default=16.0, help="bits per weight (default: 16)")
     p.add_argument(
         "--budget-gib",
         nargs="+",
@@ -100,7 +100,9 @@ def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
         default=None,
         help="ms to compute one missed expert on the host instead of fetching",
     )
-    link.add_argument("--batch-size", type=_positive_int, default=1, help="tokens per step")
+    link.add_argument(
+        "--batch-size", type=_positive_int, default=1, help="tokens per step (default: 1)"
+    )
     p.add_argument("--target-tps", type=_ratio, help="report the smallest budget reaching this")
     p.add_argument(
         "--policy",
@@ -109,7 +111,7 @@ def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
         default=["lru", "lfu"],
         help="replacement policies (default: lru lfu)",
     )
-    p.add_argument("--m", type=_positive_int, default=16, help="SCH's future window (16)")
+    p.add_argument("--m", type=_positive_int, default=16, help="SCH's future window (default: 16)")
     p.add_argument("--no-shared", action="store_true", help="skip the shared-cache option")
     p.add_argument("--cold-start", action="store_true", help="first accesses are misses")
     _add_output(p)

@@ -51,10 +51,22 @@ def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
         help="per-layer split (optimal, uniform) or one shared cache (default: optimal uniform)",
     )
     p.add_argument(
-        "--expert-bytes", type=_positive_int, default=65536, help="bytes per expert (65536)"
+        "--expert-bytes",
+        type=_positive_int,
+        default=65536,
+        help="bytes per expert (default: 65536)",
     )
-    p.add_argument("--slow", choices=("mmap", "host", "pinned"), default="mmap")
-    p.add_argument("--fast", default="auto", help="torch device of the fast tier (auto)")
+    p.add_argument(
+        "--slow",
+        choices=("mmap", "host", "pinned"),
+        default="mmap",
+        help="slow tier: memory-mapped file, host or pinned memory (default: mmap)",
+    )
+    p.add_argument(
+        "--fast",
+        default="auto",
+        help="torch device of the fast tier (default: auto: CUDA if present)",
+    )
     p.add_argument("--cold-start", action="store_true", help="first accesses are misses")
     _add_output(p)
     _add_common(p)
