@@ -42,6 +42,17 @@ _LAZY = {
     # capture from Hugging Face transformers models (imports torch)
     "capture": "torch",
     "capture_model": "torch",
+    # the offloading planner and its replay check (replay imports torch when run)
+    "plan_budget": "plan",
+    "BudgetPlan": "plan",
+    "predict_decode": "plan",
+    "calibrate_decode": "plan",
+    "expert_bytes": "plan",
+    "moe_config": "plan",
+    "plan_deployment": "plan",
+    "replay": "offload",
+    "ReplayResult": "offload",
+    "measure_copy_bandwidth": "offload",
     # the HTML / PNG report (imports matplotlib)
     "write_report": "report",
 }

@@ -519,3 +519,29 @@ def check_device_ids(x: Any, offsets: Any, num_experts: int) -> tuple[Any, np.nd
     from . import gpu
 
     return gpu.validate_ids(x, offsets, num_experts)
+
+
+# ------------------------------------------------------------ real numbers (planning)
+def check_real(
+    value: Any,
+    name: str,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    low_open: bool = False,
+) -> float:
+    """``value`` as a finite Python float in ``[minimum, maximum]`` (``(minimum, ...`` with
+    ``low_open``). Bools are not numbers: ``TypeError``; NaN, infinities and values outside
+    the range: ``ValueError`` naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(f"{name} must be a real number, got {plain(value)}")
+    v = float(value)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if minimum is not None and (v <= minimum if low_open else v < minimum):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {minimum:g}, got {v:g}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be <= {maximum:g}, got {v:g}")
+    return v

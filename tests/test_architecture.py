@@ -76,6 +76,16 @@ NEVER = {
         BACKENDS + METRIC_INTERNALS + ("lrc_kernels.cli", "lrc_kernels.report"),
         "the diagnosis sits on the public API",
     ),
+    "lrc_kernels.plan": (
+        BACKENDS + METRIC_INTERNALS + ("lrc_kernels.cli", "lrc_kernels.report"),
+        "the planner sits on the public API",
+    ),
+    "lrc_kernels.offload": (
+        BACKENDS
+        + METRIC_INTERNALS
+        + ("lrc_kernels.cli", "lrc_kernels.report", "lrc_kernels.plan", "lrc_kernels._results"),
+        "the replay is the planner's independent check: public API and its own caches only",
+    ),
     "lrc_kernels.cli": (
         BACKENDS + METRIC_INTERNALS + ("lrc_kernels._trace",),
         "the CLI sits on the public API",
@@ -169,6 +179,17 @@ def test_lazy_cross_layer_imports_are_listed():
                 same = _under(mod, "lrc_kernels.cpu") or _under(mod, "lrc_kernels.gpu")
                 ok_backend = _under(mod, "lrc_kernels._backends")
                 assert not crosses or same or ok_backend, f"{mod} lazily imports {d}"
+
+
+def test_planner_and_replay_keep_the_package_import_torch_free():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lrc_kernels, lrc_kernels.plan, lrc_kernels.offload\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_no_cycles_among_module_level_imports():

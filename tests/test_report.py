@@ -252,7 +252,7 @@ def test_write_report_files(models, files, tmp_path):
     assert index == out / "index.html"
     names = {p.name for p in out.iterdir()}
     assert names == {"index.html", "report.json", "srp_vs_m.png", "hit_vs_rho.png",
-                     "layer_srp.png", "domains.png"}  # fmt: skip
+                     "layer_srp.png", "domains.png", "deployment.png"}  # fmt: skip
     for png in ("srp_vs_m.png", "hit_vs_rho.png", "layer_srp.png", "domains.png"):
         data = (out / png).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000
@@ -264,7 +264,7 @@ def test_write_report_files(models, files, tmp_path):
     assert red.sum() > 500
     page = index.read_text()
     imgs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(imgs) == 4  # self-contained: every figure embedded
+    assert len(imgs) == 5  # self-contained: every figure embedded
     assert base64.b64decode(imgs[1]) == (out / "hit_vs_rho.png").read_bytes()
     for needle in ("<h2>Traces</h2>", "hi", "lo", "web", "bytes / activation", "ρ=2"):
         assert needle in page
@@ -277,7 +277,7 @@ def test_write_report_files(models, files, tmp_path):
     rows = json.loads((out / "report.json").read_text())
     assert set(rows) == {
         "traces", "srp", "srp_layer", "curves", "policies", "policies_shared", "srp_domain",
-        "sch_domain",
+        "sch_domain", "deployment",
     }  # fmt: skip
     # the per-size policies at rho = 2 per layer: rows, and their layer mean in the table
     fifo = hi.policies["fifo"].to_pandas()
@@ -364,3 +364,24 @@ def test_report_on_shipped_traces(tmp_path):
     assert srp == [float(v) for p in shipped for v in lk.srp(str(p), [4, 16]).value]
     for png in ("srp_vs_m.png", "hit_vs_rho.png", "layer_srp.png"):
         assert (out / png).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_deployment_section_is_the_planners(models, tmp_path):
+    out = tmp_path / "dep"
+    dep = {"expert_bytes": 10**6, "link_gbps": 4.0, "base_ms": 2.0}
+    index = report.render(models, out, deployment=dep)
+    page = index.read_text()
+    assert "<h2>Deployment</h2>" in page and "1,000,000 bytes" in page
+    rows = json.loads((out / "report.json").read_text())["deployment"]
+    hi = models[0]
+    got = [r for r in rows if r["model"] == "hi" and r["policy"] == "lru" and r["share"] == 0.25]
+    assert len(got) == 1
+    c = hi.curves["lru"]
+    plan = lk.plan_budget(c, 12, shared=False)  # 25 % of 3 x 16 experts
+    assert got[0]["slots"] == 12 and got[0]["hit_rate_optimal"] == plan.hit_rate
+    want = lk.predict_decode(plan.hit_rate, num_layers=3, top_k=2, expert_bytes=10**6,
+                             link_gbps=4.0, base_ms=2.0)  # fmt: skip
+    assert got[0]["tokens_per_s_optimal"] == pytest.approx(want)
+    assert got[0]["tokens_per_s_optimal"] >= got[0]["tokens_per_s_uniform"]
+    with pytest.raises(ValueError, match="unknown deployment settings"):
+        report.render(models, tmp_path / "bad", deployment={"link": 3})

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from .._spec import BACKENDS
-from ._args import _add_common, _add_traces, _nonneg_int, _positive_int
+from ._args import _add_common, _add_traces, _nonneg_int, _positive_int, _ratio
 from ._common import EXIT_OK, CLIError, Progress, _show_progress, open_sources
 
 EPILOG = """\
@@ -56,6 +56,10 @@ def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
         help="bootstrap resamples for SRP confidence bands (default: 0)",
     )
     p.add_argument("--title", default=None, help="report title")
+    dep = p.add_argument_group("Deployment section (predicted decode tokens/s)")
+    dep.add_argument("--expert-bytes", type=_positive_int, help="bytes of one routed expert")
+    dep.add_argument("--link-gbps", type=_ratio, help="host-to-fast-memory link, GB/s")
+    dep.add_argument("--base-ms", type=float, help="ms per token with every expert resident")
     p.add_argument(
         "--all-policies",
         action="store_true",
@@ -93,6 +97,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         backend=args.backend,
         progress=prog,
         all_policies=args.all_policies,
+        deployment={
+            k: v
+            for k, v in (
+                ("expert_bytes", args.expert_bytes),
+                ("link_gbps", args.link_gbps),
+                ("base_ms", args.base_ms),
+            )
+            if v is not None
+        },
     )
     if not args.quiet:
         print(f"wrote {path}", file=sys.stderr)

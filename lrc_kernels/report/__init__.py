@@ -59,6 +59,7 @@ def write_report(
     backend: str = "auto",
     progress: Any = None,
     all_policies: bool = False,
+    deployment: dict | None = None,
 ) -> Path:
     """Compute the metrics of ``sources`` and write the report into directory ``out``.
 
@@ -76,6 +77,11 @@ def write_report(
         See :func:`compute_results`.
     title : str, optional
         Page title (default: the model names).
+    deployment : dict, optional
+        ``expert_bytes``, ``link_gbps`` and ``base_ms`` of the "Deployment" section's
+        decode-speed predictions (default: a Qwen3-30B-A3B-sized expert at 4.5 bits over
+        25 GB/s, 10 ms per token with every expert resident: assumptions, not
+        measurements).
 
     Returns
     -------
@@ -97,4 +103,4 @@ def write_report(
         progress=progress,
         all_policies=all_policies,
     )
-    return render(models, out_dir, title=title, bootstrap=bootstrap)
+    return render(models, out_dir, title=title, bootstrap=bootstrap, deployment=deployment)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._compute import POLICY_ORDER, RHO_MARK, ModelResults
+from ._deployment import deployment_rows, deployment_section, figure_deployment
 from ._figures import (
     DS_MEANING,
     DS_SYNTHETIC,
@@ -107,24 +108,38 @@ def render(
     *,
     title: str | None = None,
     bootstrap: int = 0,
+    deployment: dict | None = None,
 ) -> Path:
-    """Draw the figures and write ``index.html``, the PNGs and ``report.json`` into out_dir."""
+    """Draw the figures and write ``index.html``, the PNGs and ``report.json`` into out_dir.
+
+    ``deployment`` sets the "Deployment" section's ``expert_bytes``, ``link_gbps`` and
+    ``base_ms`` (defaults: ``report._deployment.DEFAULT_DEPLOYMENT``)."""
     out_dir = _out_dir(out_dir)
     names = [r.name for r in models]
     title = title or "Local routing consistency: " + ", ".join(names)
     figs = _figures(models, bootstrap)
+    figs.append(
+        (
+            "deployment.png",
+            figure_deployment(models, deployment),
+            "predicted decode tokens/s against memory budget",
+            "Predicted decode tokens/s against the fast memory for routed experts, optimal "
+            "per-layer split per policy (dotted: LRU, uniform split).",
+        )
+    )
     pngs = {}
     for name, fig, _, _ in figs:
         png = _png_bytes(fig)
         (out_dir / name).write_bytes(png)
         pngs[name] = png
     rows = report_rows(models)
+    rows["deployment"] = deployment_rows(models, deployment)
     (out_dir / "report.json").write_text(json.dumps(rows, indent=1, allow_nan=False) + "\n")
     fig_html = {name: _figure_html(pngs[name], name, alt, cap) for name, _, alt, cap in figs}
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
-        + "\n".join(s for s in _sections(models, title, fig_html) if s)
+        + "\n".join(s for s in _sections(models, title, fig_html, deployment) if s)
         + "</body></html>\n"
     )
     index = out_dir / "index.html"
@@ -179,7 +194,12 @@ def _figures(models: Sequence[ModelResults], bootstrap: int) -> list[tuple[str, 
     return figs
 
 
-def _sections(models: Sequence[ModelResults], title: str, fig_html: dict[str, str]) -> list[str]:
+def _sections(
+    models: Sequence[ModelResults],
+    title: str,
+    fig_html: dict[str, str],
+    deployment: dict | None = None,
+) -> list[str]:
     """The parts of the page body, in order (empty ones are left out)."""
     from .. import __version__
 
@@ -228,6 +248,7 @@ def _sections(models: Sequence[ModelResults], title: str, fig_html: dict[str, st
         "<h2>Per domain</h2>",
         fig_html.get("domains.png", ""),
         _domain_table(models),
+        *deployment_section(models, deployment, fig_html["deployment.png"]),
         '<p class="sub">All numbers as tidy rows: <a href="report.json">report.json</a>.</p>',
     ]
     return sections
