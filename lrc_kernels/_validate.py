@@ -170,25 +170,39 @@ def check_windows(m: Any, name: str = "m") -> tuple[np.ndarray, bool]:
 
 
 def check_real(
-    value: Any, name: str, lo: float, hi: float, *, lo_open: bool, hi_open: bool, what: str
+    value: Any,
+    name: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    what: str | None = None,
 ) -> float:
-    """``value`` as a float in the interval from ``lo`` to ``hi`` (open or closed ends).
+    """``value`` as a finite Python float between ``lo`` and ``hi`` (either may be ``None``:
+    no bound; ``lo_open`` / ``hi_open`` exclude the end).
 
-    ``TypeError`` for anything but a real number (``bool`` is not one); ``ValueError``
-    outside the interval or not finite. ``what`` describes the value in messages.
+    ``TypeError`` for anything but a real number (``bool`` is not one); ``ValueError`` when
+    not finite or outside the bounds. ``what`` describes the value in messages.
     """
+    desc = f" ({what})" if what else ""
     if isinstance(value, (bool, np.bool_)) or not isinstance(
         value, (int, float, np.integer, np.floating)
     ):
-        raise TypeError(f"{name} must be a number ({what}), got {plain(value)}")
+        raise TypeError(f"{name} must be a real number{desc}, got {plain(value)}")
     v = float(value)
-    below = v <= lo if lo_open else v < lo
-    above = v >= hi if hi_open else v > hi
-    if not np.isfinite(v) or below or above:
-        left, right = "(" if lo_open else "[", ")" if hi_open else "]"
-        raise ValueError(
-            f"{name} must be in {left}{lo:g}, {hi:g}{right} ({what}), got {plain(value)}"
-        )
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite{desc}, got {plain(value)}")
+    if lo is not None and hi is not None:
+        below = v <= lo if lo_open else v < lo
+        above = v >= hi if hi_open else v > hi
+        if below or above:
+            left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+            raise ValueError(f"{name} must be in {left}{lo:g}, {hi:g}{right}{desc}, got {v:g}")
+    elif lo is not None and (v <= lo if lo_open else v < lo):
+        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo:g}{desc}, got {v:g}")
+    elif hi is not None and (v >= hi if hi_open else v > hi):
+        raise ValueError(f"{name} must be {'<' if hi_open else '<='} {hi:g}{desc}, got {v:g}")
     return v
 
 
@@ -519,29 +533,3 @@ def check_device_ids(x: Any, offsets: Any, num_experts: int) -> tuple[Any, np.nd
     from . import gpu
 
     return gpu.validate_ids(x, offsets, num_experts)
-
-
-# ------------------------------------------------------------ real numbers (planning)
-def check_real(
-    value: Any,
-    name: str,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    *,
-    low_open: bool = False,
-) -> float:
-    """``value`` as a finite Python float in ``[minimum, maximum]`` (``(minimum, ...`` with
-    ``low_open``). Bools are not numbers: ``TypeError``; NaN, infinities and values outside
-    the range: ``ValueError`` naming ``name``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-        value, (int, float, np.integer, np.floating)
-    ):
-        raise TypeError(f"{name} must be a real number, got {plain(value)}")
-    v = float(value)
-    if not np.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
-    if minimum is not None and (v <= minimum if low_open else v < minimum):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {minimum:g}, got {v:g}")
-    if maximum is not None and v > maximum:
-        raise ValueError(f"{name} must be <= {maximum:g}, got {v:g}")
-    return v

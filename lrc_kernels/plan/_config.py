@@ -124,5 +124,5 @@ def expert_bytes(config: Any, bits: float = 16.0) -> int:
     -------
     int
     """
-    bits = check_real(bits, "bits", 0.0, 64.0, low_open=True)
+    bits = check_real(bits, "bits", 0.0, 64.0, lo_open=True)
     return int(math.ceil(moe_config(config)["expert_params"] * bits / 8))

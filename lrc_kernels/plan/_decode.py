@@ -167,7 +167,7 @@ def predict_decode(
         )  # fmt: skip
     if link_gbps is None:
         raise ValueError("predict_decode needs link_gbps= (GB/s) or calibrate= points")
-    bw = check_real(link_gbps, "link_gbps", 0.0, low_open=True)
+    bw = check_real(link_gbps, "link_gbps", 0.0, lo_open=True)
     base = 0.0 if base_ms is None else check_real(base_ms, "base_ms", 0.0)
     cost = eb / (bw * 1e6)  # ms per fetched expert
     if host_ms is not None:
