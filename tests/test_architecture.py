@@ -4,7 +4,8 @@ Every import is read from the syntax tree of every module, at module level and i
 functions alike: a lazy import is still a dependency. The rules:
 
 - kernels know arrays only: ``cpu/`` imports ``cpu/`` and ``_spec``; ``gpu/`` imports
-  ``gpu/``, ``_spec``, ``_validate`` and ``_messages``; the reference imports ``_spec``;
+  ``gpu/``, ``_spec``, ``_validate`` and ``_messages``; the reference imports ``_spec`` (and
+  its second half ``_reference_policies``, which imports ``_spec``);
 - the container (``_trace``) knows no backend, no file format and no metric;
 - file formats (``io/``, ``convert``) know no kernels and no metric;
 - the CLI and the report sit on the public API (``lrc_kernels``, ``io``, ``convert``,

@@ -167,8 +167,8 @@ def test_unknown_level_policy_backend():
         lk.srp(trace(), 2, level="token")
     with pytest.raises(ValueError, match="unknown level 'expert'"):
         lk.sch(trace(), 2, level="expert")
-    with pytest.raises(ValueError, match="unknown policy 'fifo'"):
-        lk.hit_curve(trace(), "fifo")
+    with pytest.raises(ValueError, match="unknown policy 'opt'"):
+        lk.hit_curve(trace(), "opt")
     with pytest.raises(ValueError, match="unknown backend 'tpu'"):
         lk.srp(trace(), 2, backend="tpu")
     with pytest.raises(ValueError, match="unknown backend"):
