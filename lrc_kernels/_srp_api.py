@@ -164,7 +164,9 @@ def _add_per_sequence(step: Step, req: _Request, acc: _Tables, G: int, streamed:
         acc.act.add(_table(step, req, codes, G, True))
 
 
-def _accumulate(stream: Stream, req: _Request) -> _Tables:
+def _accumulate(stream: Stream, req: _Request, act: bool = False) -> _Tables:
+    """The tables of one pass; ``act`` keeps the per-expert table of a bootstrap run at a
+    coarser level even when the source is in memory (partials always keep it)."""
     acc = _Tables()
     for step in stream:
         _srp_memory(step.batch, req.per_expert, req.width)
@@ -172,7 +174,7 @@ def _accumulate(stream: Stream, req: _Request) -> _Tables:
         acc.lengths.append(step.batch.lengths)
         acc.seq_dom.append(step.domains)
         if req.per_seq:
-            _add_per_sequence(step, req, acc, G, stream.streamed)
+            _add_per_sequence(step, req, acc, G, stream.streamed or act)
         else:
             acc.table.add(_table(step, req, step.domains, G, True))
     return acc
