@@ -92,6 +92,7 @@ def hit_curve(
     by_domain: bool = False,
     backend: str = "auto",
     progress: Any = False,
+    client: Any = None,
 ) -> HitCurve:
     """Hit rate of an expert cache at every cache size, for one replacement policy.
 
@@ -112,7 +113,7 @@ def hit_curve(
     warm_start : bool
         True (the paper's choice): while the cache has free room, a first access costs
         nothing. False: every first access is a miss (cold start).
-    num_experts, by_domain, backend, progress
+    num_experts, by_domain, backend, progress, client
         As for :func:`srp`.
 
     Returns
@@ -130,6 +131,12 @@ def hit_curve(
     _v.check_bool(warm_start, "warm_start")
     by_domain = _v.check_bool(by_domain, "by_domain")
     _v.check_choice(backend, "backend", BACKENDS)
+    if client is not None:
+        from .cluster import run
+
+        kw = dict(m=m, level=level, warm_start=warm_start, num_experts=num_experts)
+        kw.update(by_domain=by_domain, backend=backend, policy=policy)
+        return run(client, "curve", trace, kw, progress)
 
     stream = Stream(trace, num_experts, by_domain, backend, progress)
     tables, lens = _accumulate(stream, policy, ms, level, warm_start)
@@ -188,6 +195,7 @@ def sch(
     by_domain: bool = False,
     backend: str = "auto",
     progress: Any = False,
+    client: Any = None,
 ) -> HitCurve:
     """Segment cache best hit rate (SCH): hit curve of the m-token future oracle cache.
 
@@ -209,4 +217,5 @@ def sch(
         by_domain=by_domain,
         backend=backend,
         progress=progress,
+        client=client,
     )

@@ -269,6 +269,7 @@ def srp(
     seed: int = 0,
     backend: str = "auto",
     progress: Any = False,
+    client: Any = None,
 ) -> SRPResult:
     """Segment routing best performance (SRP) for one or several segment lengths.
 
@@ -302,7 +303,12 @@ def srp(
         ``"reference"`` needs neither Numba nor CuPy.
     progress : bool or callable
         Progress bar (tqdm) while streaming files. A callable is called with each batch (a
-        :class:`Trace`) just before that batch is processed.
+        :class:`Trace`) just before that batch is processed. With ``client``: a bar over
+        the shards as they complete, or a callable called with each shard's partial.
+    client : distributed.Client, optional
+        Compute on a Dask cluster: each file of ``trace`` (trace files only) is a task, and
+        the partial results are merged exactly (bit-identical to one process; see
+        :mod:`lrc_kernels.partial` and ``docs/studies.md``).
 
     Returns
     -------
@@ -315,6 +321,12 @@ def srp(
     empty denominator) and the ratio is NaN.
     """
     req = _check_args(m, level, bootstrap, confidence, by_domain, seed, backend)
+    if client is not None:
+        from .cluster import run
+
+        kw = dict(level=level, num_experts=num_experts, by_domain=by_domain)
+        kw.update(bootstrap=bootstrap, confidence=confidence, seed=seed, backend=backend)
+        return run(client, "srp", trace, dict(kw, m=m), progress)
     stream = Stream(trace, num_experts, req.by_domain, backend, progress)
     acc = _accumulate(stream, req)
     first = stream.first
