@@ -22,6 +22,7 @@ from ._common import (
     _fmt_rho,
     _layer_mean,
     _valid_rhos,
+    client_of,
     metric_inputs,
 )
 from ._output import _emit, _fmt, _model_frame, _rows, format_table
@@ -92,6 +93,7 @@ def cmd_curves(args: argparse.Namespace) -> int:
                     by_domain=args.by_domain,
                     backend=args.backend,
                     progress=bar,
+                    client=client_of(args),
                 )
             rhos = _valid_rhos(curve, args.rho, CURVE_RHO) if args.rho is not None else None
             results.append((s.name, curve, rhos))
