@@ -394,10 +394,7 @@ def load_balance(
     """
     m = _v.check_int(m, "m", 1, _v.MAX_WINDOW)
     r = srp(trace, m, level="expert", num_experts=num_experts, backend=backend)
-    a = np.asarray(r.activation_ratio, dtype=np.float64).ravel()
-    if a.size < 2 or np.isnan(a).any():
-        return float("nan")
-    return float(np.std(a, ddof=1))
+    return _reduce.load_balance_of(r.activation_ratio)
 
 
 def domain_specialization(
@@ -420,12 +417,4 @@ def domain_specialization(
     """
     m = _v.check_int(m, "m", 1, _v.MAX_WINDOW)
     r = srp(trace, m, level="expert", by_domain=True, num_experts=num_experts, backend=backend)
-    a = np.asarray(r.activation_ratio, dtype=np.float64)  # (D, L, E)
-    keep = a > min_ratio
-    n = keep.sum(axis=0)
-    x = np.where(keep, a, 0.0)
-    mean = x.sum(axis=0) / np.maximum(n, 1)
-    var = (np.where(keep, a - mean, 0.0) ** 2).sum(axis=0) / np.maximum(n - 1, 1)
-    cv = np.where(n >= 2, np.sqrt(var) / np.where(mean > 0, mean, 1), np.nan)
-    finite = cv[np.isfinite(cv)]
-    return (float(finite.mean()) if finite.size else float("nan")), cv
+    return _reduce.specialization_of(r.activation_ratio, min_ratio)

@@ -85,62 +85,69 @@ def shard_paths(source: Any) -> list[str]:
         return list(reader.files)
 
 
-def _task(path: str, kind: str, kwargs: dict[str, Any]) -> _partial.Partial:
-    """One shard on a worker: its partial, streamed in bounded batches."""
-    fn = _partial.srp_partial if kind == "srp" else _partial.curve_partial
-    return fn(path, **kwargs)
+def _task(path: str, specs: Sequence[tuple[str, dict[str, Any]]]) -> list[_partial.Partial]:
+    """One shard on a worker: its partial for each ``(kind, kwargs)``, streamed in bounded
+    batches."""
+    return [_partial.compute(path, kind, kwargs) for kind, kwargs in specs]
+
+
+Job = tuple[str, Sequence[tuple[str, dict[str, Any]]]]
 
 
 def map_partials(
     client: Any,
-    kind: str,
-    paths: Sequence[str],
-    kwargs: dict[str, Any],
+    jobs: Sequence[Job],
     *,
     progress: Any = False,
     retries: int = RETRIES,
-    on_result: Callable[[int, _partial.Partial], None] | None = None,
-) -> list[_partial.Partial]:
-    """The partial of every file of ``paths`` computed on the cluster, in the order given.
+    on_result: Callable[[int, list[_partial.Partial]], None] | None = None,
+) -> list[list[_partial.Partial]]:
+    """The partials of every job, computed on the cluster (one task per job), in job order.
 
     Parameters
     ----------
     client : distributed.Client
-    kind : {"srp", "curve"}
-        :func:`~lrc_kernels.partial.srp_partial` or
-        :func:`~lrc_kernels.partial.curve_partial`, called with ``kwargs``.
-    paths : sequence of str
-        One task per path.
+    jobs : sequence of (path, [(kind, kwargs), ...])
+        One task per trace file: :func:`lrc_kernels.partial.compute` of the file for each
+        ``(kind, kwargs)`` (one read of the file serves them all, batch after batch).
     progress : bool or callable
-        A tqdm bar over the shards as their futures complete, or a callable called with
+        A tqdm bar over the tasks as their futures complete, or a callable called with
         each finished :class:`~lrc_kernels.partial.Partial` (in completion order).
     retries : int
-        Retries of a task that raised.
+        Retries of a task that raised (a task whose worker died is rescheduled anyway).
     on_result : callable, optional
-        Called with ``(index, partial)`` as each shard completes (e.g. to cache it).
+        Called with ``(job index, partials)`` as each task completes (e.g. to cache them).
     """
     distributed = _distributed()
-    if kind not in _partial.KINDS:
-        raise ValueError(f"kind must be one of {_partial.KINDS}, got {kind!r}")
+    for _, specs in jobs:
+        for kind, _kw in specs:
+            if kind not in _partial.KINDS:
+                raise ValueError(f"kind must be one of {_partial.KINDS}, got {kind!r}")
     run_id = uuid.uuid4().hex[:12]
-    keys = [f"lrc-{kind}-{run_id}-{i}-{os.path.basename(p)}" for i, p in enumerate(paths)]
+    keys = [f"lrc-{run_id}-{i}-{os.path.basename(p)}" for i, (p, _) in enumerate(jobs)]
     futures = client.map(
-        _task, list(paths), kind=kind, kwargs=kwargs, key=keys, retries=retries, pure=False
+        _task,
+        [p for p, _ in jobs],
+        [list(s) for _, s in jobs],
+        key=keys,
+        retries=retries,
+        pure=False,
     )
     index = {f.key: i for i, f in enumerate(futures)}
     out: list[Any] = [None] * len(futures)
     bar = _bar(progress, len(futures))
     try:
-        for fut, part in distributed.as_completed(futures, with_results=True):
+        for fut, parts in distributed.as_completed(futures, with_results=True):
             i = index[fut.key]
-            out[i] = part
+            out[i] = parts
             fut.release()
             if on_result is not None:
-                on_result(i, part)
+                on_result(i, parts)
             if bar is not None:
                 bar.update(1)
             elif callable(progress):
-                progress(part)
+                for part in parts:
+                    progress(part)
     except BaseException:
         client.cancel(futures)
         raise
@@ -164,5 +171,6 @@ def run(client: Any, kind: str, trace: Any, kwargs: dict[str, Any], progress: An
     """The front ends' ``client=`` path: partials of every file, merged, finished."""
     paths = shard_paths(trace)
     backend = kwargs.get("backend", "auto")
-    parts = map_partials(client, kind, paths, kwargs, progress=progress)
+    jobs = [(p, [(kind, kwargs)]) for p in paths]
+    parts = [r[0] for r in map_partials(client, jobs, progress=progress)]
     return _partial.finish(_partial.merge(parts), backend=backend)

@@ -41,6 +41,7 @@ __all__ = [
     "curve_partial",
     "merge",
     "finish",
+    "compute",
     "load",
     "from_bytes",
 ]
@@ -315,6 +316,16 @@ def curve_partial(
     }
     names = stream.domains.names if by_domain else [None]
     return Partial("curve", params, _shape_of(stream), names if G else [], arrays)
+
+
+def compute(trace: Any, kind: str, kwargs: dict[str, Any]) -> Partial:
+    """:func:`srp_partial` (``kind="srp"``) or :func:`curve_partial` (``"curve"``) of
+    ``trace`` with keyword arguments ``kwargs`` (what a cluster task runs)."""
+    if kind == "srp":
+        return srp_partial(trace, **kwargs)
+    if kind == "curve":
+        return curve_partial(trace, **kwargs)
+    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
 
 # ------------------------------------------------------------------- merging
