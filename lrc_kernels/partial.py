@@ -21,6 +21,7 @@ from __future__ import annotations
 import io as _bytes_io
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -191,7 +192,7 @@ def from_bytes(data: bytes) -> Partial:
         with np.load(_bytes_io.BytesIO(data), allow_pickle=False) as z:
             head = json.loads(bytes(z["__header__"]).decode("utf-8"))
             arrays = {k: z[k] for k in z.files if k != "__header__"}
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise ValueError(f"not a serialised lrc_kernels partial: {exc}") from None
     if head.get("format") != _FORMAT or head.get("version") != _VERSION:
         raise ValueError(
@@ -477,6 +478,9 @@ def _finish_srp(p: Partial, first: Any, backend: str) -> SRPResult:
     table = a.get("table")
     if table is None or table.shape[0] == 0:
         table = _srp_api._empty_table(first, req)
+        if not req.per_expert:  # the per-expert table of no sequence, as one pass has it
+            shape = (table.shape[0], first.num_layers, first.num_experts, req.width)
+            acc.act.table = np.zeros(shape, np.int64)
     out = _srp_api._reduce_all(table, acc, req, reductions(req.backend))
     view = SimpleNamespace(
         domain_names=list(p.domains) if req.by_domain else None, streamed=True, first=first
