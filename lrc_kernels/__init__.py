@@ -43,6 +43,11 @@ _LAZY = {
     "capture_model": "torch",
     # the HTML / PNG report (imports matplotlib)
     "write_report": "report",
+    # partial results of shards, merged exactly (lrc_kernels.partial), and studies
+    "Partial": "partial",
+    "srp_partial": "partial",
+    "curve_partial": "partial",
+    "run_study": "study",
 }
 
 __all__ = [
