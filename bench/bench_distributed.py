@@ -64,8 +64,8 @@ def _same(a, b):
 
 
 def _write_shards(d: Path, quick: bool):
-    S, T = (16, 64) if quick else (64, 512)
-    L, E, k = (4, 32, 4) if quick else (8, 64, 8)
+    S, T = (16, 64) if quick else (256, 512)
+    L, E, k = (4, 32, 4) if quick else (16, 64, 8)
     tr = lk.synthetic_trace(S, T, L, E, k, stay=0.6, seed=1, domains=["web", "code"])
     n = 16
     per = S // n
