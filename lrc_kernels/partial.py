@@ -115,7 +115,9 @@ class Partial:
         if label is None:
             raise ValueError("with_domain: a domain label cannot be None")
         params = dict(self.params, by_domain=True)
-        return Partial(self.kind, params, self.shape, [label], dict(self.arrays))
+        # a partial of no sequence has no domain (one pass would never see the label)
+        labels = [label] if self.domains else []
+        return Partial(self.kind, params, self.shape, labels, dict(self.arrays))
 
     def pooled(self) -> Partial:
         """This ``by_domain`` partial with its domains pooled (as if computed without
