@@ -102,10 +102,26 @@ def compute_missing(
 
         map_partials(client, jobs, progress=progress, on_result=store)
     else:
+        bar = _bar(progress, len(jobs))
         for i, (f, sp) in enumerate(jobs):
             store(i, [_partial.compute(f, kind, kw) for kind, kw in sp])
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
     run.seconds["compute"] = time.perf_counter() - t0
     return keys
+
+
+def _bar(progress: Any, total: int) -> Any:
+    """A tqdm bar over the files computed in this process (``progress=True``)."""
+    if progress is not True or not total:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is optional
+        return None
+    return tqdm(total=total, unit="file", desc="study", leave=False)
 
 
 def model_results(
@@ -121,7 +137,10 @@ def model_results(
                 for f in files:
                     part = cache.get(keys[f][name])
                     if part is None:
-                        raise RuntimeError(f"the cached partial of {f} ({name}) is unreadable")
+                        raise RuntimeError(
+                            f"the cached partial of {f} ({name}) is unreadable: delete "
+                            f"{cache.path(keys[f][name])} and run the study again"
+                        )
                     parts.append(part.with_domain(dom))
             by_dom = _partial.merge(parts)
             pooled = _partial.finish(by_dom.pooled(), backend=man.backend)
