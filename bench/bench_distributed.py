@@ -169,7 +169,7 @@ def run(quick: bool) -> dict:
                 n_workers=2,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",
                 env={"NUMBA_NUM_THREADS": "1"},
             ) as cluster,
             distributed.Client(cluster) as client,

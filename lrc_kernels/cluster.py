@@ -66,7 +66,7 @@ def connect(scheduler: str) -> Any:
             n_workers=int(n),
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",
         )
     return distributed.Client(scheduler)
 

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def client():
     with (
         distributed.LocalCluster(
-            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0"
         ) as cluster,
         distributed.Client(cluster) as c,
     ):
@@ -111,6 +111,16 @@ def test_cli_scheduler(client, shards, capsys):
     assert "local:N" in capsys.readouterr().err
 
 
+def test_cli_local_cluster(shards, capsys):
+    """--scheduler local:1 starts a LocalCluster of its own, and closes it at the end."""
+    _, d = shards
+    args = ["sch", str(d), "--m", "4", "--by-domain", "--json"]
+    assert main(args) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert main([*args, "--scheduler", "local:1"]) == 0
+    assert json.loads(capsys.readouterr().out) == alone
+
+
 # ------------------------------------------------------------------------ studies
 def _write_study(root: Path, bootstrap: int = 20) -> Path:
     """2 models x 2 domains x 4 shards = 16 trace files, and their manifest."""
@@ -178,7 +188,7 @@ def test_study_killed_and_resumed(client, tmp_path):
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     cached = list((out / "cache" / "partials").iterdir())
-    assert len(cached) == 50 and all(p.suffix == ".npz" for p in cached)
+    assert len(cached) == 50 and all(p.suffix == ".npz" for p in cached)  # no torn file
     assert not (out / "summary.parquet").exists()
 
     resumed = run_study(manifest, out, client=client, report=True)
@@ -250,7 +260,8 @@ def test_worker_killed_mid_run(client, tmp_path):
     pids = client.run(os.getpid)
     got: dict = {}
     run = threading.Thread(
-        target=lambda: got.update(r=lk.srp(tmp_path, [4, 16], client=client, **kw))
+        target=lambda: got.update(r=lk.srp(tmp_path, [4, 16], client=client, **kw)),
+        daemon=True,
     )
     run.start()
     victim = None
@@ -263,6 +274,7 @@ def test_worker_killed_mid_run(client, tmp_path):
         else:
             time.sleep(0.005)
     run.join(120)
+    assert not run.is_alive(), "the sharded run did not finish within 120 s of the kill"
     assert victim is not None, "the run ended before a worker could be killed"
     same_srp(want, got["r"])
     client.wait_for_workers(2, timeout=60)
