@@ -193,7 +193,9 @@ def test_study_killed_and_resumed(client, tmp_path):
 
     resumed = run_study(manifest, out, client=client, report=True)
     assert (resumed.computed, resumed.reused) == (total - 50, 50)
-    assert (out / "index.html").read_text().count("alpha") > 1
+    page = (out / "index.html").read_text()
+    assert page.count("alpha") > 1 and "models compared" in page  # the cross-model figure
+    assert (out / "models.png").stat().st_size > 1000
 
     fresh = run_study(manifest, tmp_path / "fresh", report=False)  # one process, no cluster
     assert (fresh.computed, fresh.reused) == (total, 0)

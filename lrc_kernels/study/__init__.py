@@ -23,7 +23,7 @@ from typing import Any
 
 from ._cache import PartialCache
 from ._manifest import Manifest, load_manifest
-from ._outputs import report_models, write_tables
+from ._outputs import add_comparison, report_models, write_tables
 from ._run import StudyRun, compute_missing, model_results, study_specs
 
 __all__ = ["Manifest", "StudyRun", "load_manifest", "run_study", "study_specs"]
@@ -74,7 +74,9 @@ def run_study(
     if report:
         from ..report import render
 
-        render(report_models(man, results), out_dir, title=man.title, bootstrap=man.bootstrap)
+        models = report_models(man, results)
+        render(models, out_dir, title=man.title, bootstrap=man.bootstrap)
+        add_comparison(models, out_dir)
     run.seconds["write"] = time.perf_counter() - t0
     provenance = {
         "manifest": str(man.path),

@@ -13,7 +13,7 @@ from .._results import cache_size_for
 from ._manifest import Manifest
 from ._run import REPORT_POLICIES, study_ms
 
-__all__ = ["write_tables", "report_models", "RHO_SUMMARY"]
+__all__ = ["write_tables", "report_models", "add_comparison", "RHO_SUMMARY"]
 
 #: the cache ratio of the summary (the paper's recommended size)
 RHO_SUMMARY = 2.0
@@ -179,3 +179,30 @@ def report_models(man: Manifest, results: dict[str, Any]) -> list[Any]:
         r.notes.extend(_notes(r, study_ms(man), max_len))
         models.append(r)
     return models
+
+
+def add_comparison(models: list[Any], out: Path) -> None:
+    """``models.png`` (SRP at sch_m against SCH at rho = 2, one point per model) written and
+    embedded in the report's "At a glance" section."""
+    from ..report._figures import figure_models
+    from ..report._render import _figure_html, _png_bytes
+
+    fig = figure_models(models)
+    if fig is None:
+        return
+    png = _png_bytes(fig)
+    (out / "models.png").write_bytes(png)
+    m = models[0].sch_m
+    html = _figure_html(
+        png,
+        "models.png",
+        "models compared: SRP against SCH",
+        f"The study's models compared: SRP at m = {m} (model level) against the SCH hit rate "
+        f"at ρ = {RHO_SUMMARY:g} (mean over layers). Up and to the right: routing that suits "
+        "expert offloading.",
+    )
+    index = out / "index.html"
+    page = index.read_text(encoding="utf-8")
+    mark = "<h2>Traces</h2>"
+    if mark in page:
+        index.write_text(page.replace(mark, html + "\n" + mark, 1), encoding="utf-8")
