@@ -111,6 +111,7 @@ def test_cli_scheduler(client, shards, capsys):
     assert "local:N" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # starts a LocalCluster of its own (about 8 s on 2 loaded cores)
 def test_cli_local_cluster(shards, capsys):
     """--scheduler local:1 starts a LocalCluster of its own, and closes it at the end."""
     _, d = shards
