@@ -55,6 +55,11 @@ _LAZY = {
     "measure_copy_bandwidth": "offload",
     # the HTML / PNG report (imports matplotlib)
     "write_report": "report",
+    # partial results of shards, merged exactly (lrc_kernels.partial), and studies
+    "Partial": "partial",
+    "srp_partial": "partial",
+    "curve_partial": "partial",
+    "run_study": "study",
 }
 
 __all__ = [

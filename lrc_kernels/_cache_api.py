@@ -14,7 +14,7 @@ import numpy as np
 from . import _cache_sizes, _reduce
 from . import _validate as _v
 from ._results import HitCurve
-from ._spec import ALL_POLICIES, BACKENDS, LEVELS_CACHE, SIZE_POLICIES
+from ._spec import ALL_POLICIES, BACKENDS, LEVELS_CACHE, POLICIES, SIZE_POLICIES
 from ._stream import GroupSum, Step, Stream
 from ._trace import LabelCodes
 
@@ -98,6 +98,7 @@ def hit_curve(
     by_domain: bool = False,
     backend: str = "auto",
     progress: Any = False,
+    client: Any = None,
 ) -> HitCurve:
     """Hit rate of an expert cache at every cache size (or a grid), for one policy.
 
@@ -142,7 +143,7 @@ def hit_curve(
     pinned : float, optional
         ``"pinned-lru"`` only: share of the cache in [0, 1] pinned to the most used experts
         (``floor(pinned * C)`` of them; default 0.5); LRU runs the rest.
-    num_experts, by_domain, backend, progress
+    num_experts, by_domain, backend, progress, client
         As for :func:`srp`. The per-size policies run on the CPU (or the reference):
         ``backend="gpu"`` is a ``ValueError`` for them.
 
@@ -166,6 +167,17 @@ def hit_curve(
     request = _cache_sizes.SizeRequest(policy, level, sizes, rho)
     by_domain = _v.check_bool(by_domain, "by_domain")
     _v.check_choice(backend, "backend", BACKENDS)
+    if client is not None:
+        if policy in SIZE_POLICIES:
+            raise ValueError(
+                f"client= runs the stack policies ({', '.join(POLICIES)}); the per-size "
+                f"policy {policy!r} runs in this process: drop client="
+            )
+        from .cluster import run
+
+        kw = dict(m=m, level=level, warm_start=warm_start, num_experts=num_experts)
+        kw.update(by_domain=by_domain, backend=backend, policy=policy)
+        return _cache_sizes.select_sizes(run(client, "curve", trace, kw, progress), request)
 
     stream = Stream(trace, num_experts, by_domain, backend, progress)
     if policy in SIZE_POLICIES:
@@ -229,6 +241,7 @@ def sch(
     by_domain: bool = False,
     backend: str = "auto",
     progress: Any = False,
+    client: Any = None,
 ) -> HitCurve:
     """Segment cache best hit rate (SCH): hit curve of the m-token future oracle cache.
 
@@ -250,4 +263,5 @@ def sch(
         by_domain=by_domain,
         backend=backend,
         progress=progress,
+        client=client,
     )

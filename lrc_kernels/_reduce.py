@@ -29,6 +29,8 @@ __all__ = [
     "curves_from_hits",
     "bootstrap_weights",
     "bootstrap_ci",
+    "load_balance_of",
+    "specialization_of",
 ]
 
 # float32 holds every integer up to 2**24 exactly, float64 up to 2**53
@@ -229,3 +231,27 @@ def bootstrap_ci(
             return np.zeros((0,) + row_shape), np.zeros((0,) + row_shape)
         return np.stack(out_lo), np.stack(out_hi)
     return out_lo[0], out_hi[0]
+
+
+def load_balance_of(activation_ratio: np.ndarray) -> float:
+    """Global load balance: sample std (ddof=1) of every expert's activation ratio
+    (:func:`lrc_kernels.load_balance`); NaN for fewer than two experts or a NaN ratio."""
+    a = np.asarray(activation_ratio, dtype=np.float64).ravel()
+    if a.size < 2 or np.isnan(a).any():
+        return float("nan")
+    return float(np.std(a, ddof=1))
+
+
+def specialization_of(activation_ratio: np.ndarray, min_ratio: float) -> tuple[float, np.ndarray]:
+    """Domain specialisation from per-domain ratios (D, L, E)
+    (:func:`lrc_kernels.domain_specialization`): the mean over experts of the coefficient of
+    variation across the domains where the ratio exceeds ``min_ratio``, and the (L, E) CVs."""
+    a = np.asarray(activation_ratio, dtype=np.float64)  # (D, L, E)
+    keep = a > min_ratio
+    n = keep.sum(axis=0)
+    x = np.where(keep, a, 0.0)
+    mean = x.sum(axis=0) / np.maximum(n, 1)
+    var = (np.where(keep, a - mean, 0.0) ** 2).sum(axis=0) / np.maximum(n - 1, 1)
+    cv = np.where(n >= 2, np.sqrt(var) / np.where(mean > 0, mean, 1), np.nan)
+    finite = cv[np.isfinite(cv)]
+    return (float(finite.mean()) if finite.size else float("nan")), cv

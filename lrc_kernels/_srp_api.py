@@ -164,7 +164,9 @@ def _add_per_sequence(step: Step, req: _Request, acc: _Tables, G: int, streamed:
         acc.act.add(_table(step, req, codes, G, True))
 
 
-def _accumulate(stream: Stream, req: _Request) -> _Tables:
+def _accumulate(stream: Stream, req: _Request, act: bool = False) -> _Tables:
+    """The tables of one pass; ``act`` keeps the per-expert table of a bootstrap run at a
+    coarser level even when the source is in memory (partials always keep it)."""
     acc = _Tables()
     for step in stream:
         _srp_memory(step.batch, req.per_expert, req.width)
@@ -172,7 +174,7 @@ def _accumulate(stream: Stream, req: _Request) -> _Tables:
         acc.lengths.append(step.batch.lengths)
         acc.seq_dom.append(step.domains)
         if req.per_seq:
-            _add_per_sequence(step, req, acc, G, stream.streamed)
+            _add_per_sequence(step, req, acc, G, stream.streamed or act)
         else:
             acc.table.add(_table(step, req, step.domains, G, True))
     return acc
@@ -267,6 +269,7 @@ def srp(
     seed: int = 0,
     backend: str = "auto",
     progress: Any = False,
+    client: Any = None,
 ) -> SRPResult:
     """Segment routing best performance (SRP) for one or several segment lengths.
 
@@ -300,7 +303,12 @@ def srp(
         ``"reference"`` needs neither Numba nor CuPy.
     progress : bool or callable
         Progress bar (tqdm) while streaming files. A callable is called with each batch (a
-        :class:`Trace`) just before that batch is processed.
+        :class:`Trace`) just before that batch is processed. With ``client``: a bar over
+        the shards as they complete, or a callable called with each shard's partial.
+    client : distributed.Client, optional
+        Compute on a Dask cluster: each file of ``trace`` (trace files only) is a task, and
+        the partial results are merged exactly (bit-identical to one process; see
+        :mod:`lrc_kernels.partial` and ``docs/studies.md``).
 
     Returns
     -------
@@ -313,6 +321,12 @@ def srp(
     empty denominator) and the ratio is NaN.
     """
     req = _check_args(m, level, bootstrap, confidence, by_domain, seed, backend)
+    if client is not None:
+        from .cluster import run
+
+        kw = dict(level=level, num_experts=num_experts, by_domain=by_domain)
+        kw.update(bootstrap=bootstrap, confidence=confidence, seed=seed, backend=backend)
+        return run(client, "srp", trace, dict(kw, m=m), progress)
     stream = Stream(trace, num_experts, req.by_domain, backend, progress)
     acc = _accumulate(stream, req)
     first = stream.first
@@ -380,10 +394,7 @@ def load_balance(
     """
     m = _v.check_int(m, "m", 1, _v.MAX_WINDOW)
     r = srp(trace, m, level="expert", num_experts=num_experts, backend=backend)
-    a = np.asarray(r.activation_ratio, dtype=np.float64).ravel()
-    if a.size < 2 or np.isnan(a).any():
-        return float("nan")
-    return float(np.std(a, ddof=1))
+    return _reduce.load_balance_of(r.activation_ratio)
 
 
 def domain_specialization(
@@ -406,12 +417,4 @@ def domain_specialization(
     """
     m = _v.check_int(m, "m", 1, _v.MAX_WINDOW)
     r = srp(trace, m, level="expert", by_domain=True, num_experts=num_experts, backend=backend)
-    a = np.asarray(r.activation_ratio, dtype=np.float64)  # (D, L, E)
-    keep = a > min_ratio
-    n = keep.sum(axis=0)
-    x = np.where(keep, a, 0.0)
-    mean = x.sum(axis=0) / np.maximum(n, 1)
-    var = (np.where(keep, a - mean, 0.0) ** 2).sum(axis=0) / np.maximum(n - 1, 1)
-    cv = np.where(n >= 2, np.sqrt(var) / np.where(mean > 0, mean, 1), np.nan)
-    finite = cv[np.isfinite(cv)]
-    return (float(finite.mean()) if finite.size else float("nan")), cv
+    return _reduce.specialization_of(r.activation_ratio, min_ratio)

@@ -95,6 +95,30 @@ NEVER = {
         BACKENDS + METRIC_INTERNALS + ("lrc_kernels._trace", "lrc_kernels.cli"),
         "the report sits on the public API",
     ),
+    "lrc_kernels.partial": (
+        BACKENDS
+        + (
+            "lrc_kernels.io",
+            "lrc_kernels.cluster",
+            "lrc_kernels.study",
+            "lrc_kernels.cli",
+            "lrc_kernels.report",
+        ),
+        "partials sit on the front ends' passes and reductions; they know no cluster",
+    ),
+    "lrc_kernels.cluster": (
+        BACKENDS
+        + tuple(m for m in METRIC_INTERNALS if m != "lrc_kernels._stream")
+        + ("lrc_kernels.study", "lrc_kernels.cli", "lrc_kernels.report"),
+        "the cluster runs partials (and reads the file list); no metric internals",
+    ),
+    "lrc_kernels.study": (
+        BACKENDS
+        + tuple(m for m in METRIC_INTERNALS if m != "lrc_kernels._reduce")
+        + ("lrc_kernels._trace", "lrc_kernels.cli"),
+        "a study sits on partials, the cluster, io and the report (and _reduce's load "
+        "balance / specialisation of finished results)",
+    ),
 }
 # the lazy (function-level) imports that reach across layers, each with its reason
 LAZY_ALLOWED = {

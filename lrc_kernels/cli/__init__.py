@@ -16,7 +16,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ._common import _DOMAIN_ADVICE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, PROG, CLIError
+from ._common import (
+    _DOMAIN_ADVICE,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    PROG,
+    CLIError,
+    close_client,
+)
 from ._common import EXIT_USAGE as EXIT_USAGE
 from ._common import Progress as Progress
 from ._common import _show_progress as _show_progress
@@ -107,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(_error_line(exc), file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        close_client(args)
 
 
 def __getattr__(name: str) -> Any:

@@ -111,3 +111,10 @@ def _add_compute(p: argparse.ArgumentParser) -> None:
         choices=BACKENDS,
         help="compute backend (default: auto)",
     )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS|local:N",
+        help="compute on a Dask cluster, one task per trace file: a scheduler address "
+        "(tcp://host:8786) or local:N for N worker processes on this machine (needs the "
+        "distributed extra; docs/studies.md)",
+    )

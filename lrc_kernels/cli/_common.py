@@ -169,6 +169,31 @@ def _fmt_rho(r: float) -> str:
     return f"{r:g}"
 
 
+def client_of(args: argparse.Namespace) -> Any:
+    """The Dask client of ``--scheduler`` (None without it): made on first use, closed by
+    :func:`close_client` when the command ends."""
+    spec = getattr(args, "scheduler", None)
+    if spec is None:
+        return None
+    if getattr(args, "_client", None) is None:
+        if importlib.util.find_spec("distributed") is None:
+            raise CLIError(
+                "--scheduler needs Dask distributed: pip install 'lrc-kernels[distributed]'"
+            )
+        from ..cluster import connect
+
+        args._client = connect(spec)
+    return args._client
+
+
+def close_client(args: argparse.Namespace) -> None:
+    """Close the client of ``--scheduler`` (and its LocalCluster with ``local:N``)."""
+    client = getattr(args, "_client", None)
+    if client is not None:
+        args._client = None
+        client.close()
+
+
 def metric_inputs(args: argparse.Namespace) -> tuple[list[TraceSource], Progress]:
     """The trace sources of a metric command (checked for ``--by-domain``) and its bars."""
     sources = open_sources(args.traces)

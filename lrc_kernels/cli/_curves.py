@@ -23,6 +23,7 @@ from ._common import (
     _fmt_rho,
     _layer_mean,
     _valid_rhos,
+    client_of,
     metric_inputs,
 )
 from ._output import _emit, _fmt, _model_frame, _rows, format_table
@@ -156,6 +157,7 @@ def cmd_curves(args: argparse.Namespace) -> int:
                     by_domain=args.by_domain,
                     backend=args.backend,
                     progress=bar,
+                    client=client_of(args),
                 )
             results.append((s.name, curve, None))
             if args.sizes is not None:

@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import argparse
 
-from . import _capture, _convert, _curves, _diagnose, _info, _plan, _replay, _report, _sch, _srp
+from . import (
+    _capture,
+    _convert,
+    _curves,
+    _diagnose,
+    _info,
+    _plan,
+    _replay,
+    _report,
+    _sch,
+    _srp,
+    _study,
+)
 from ._common import PROG
 
 # sub-commands in the order ``lrc --help`` lists them
-COMMANDS = (_info, _srp, _sch, _curves, _diagnose, _plan, _replay, _report, _convert, _capture)
+COMMANDS = (
+    _info, _srp, _sch, _curves, _diagnose, _plan, _replay, _report, _study, _convert, _capture,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

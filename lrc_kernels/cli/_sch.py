@@ -22,6 +22,7 @@ from ._common import (
     _fmt_rho,
     _layer_mean,
     _valid_rhos,
+    client_of,
     metric_inputs,
 )
 from ._output import _emit, _fmt, _model_frame, _rows, format_table
@@ -88,6 +89,7 @@ def cmd_sch(args: argparse.Namespace) -> int:
                 by_domain=args.by_domain,
                 backend=args.backend,
                 progress=bar,
+                client=client_of(args),
             )
         rhos = _valid_rhos(curves, args.rho, DEFAULT_RHO)
         if not rhos:

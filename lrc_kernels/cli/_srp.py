@@ -17,7 +17,7 @@ from ._args import (
     _nonneg_int,
     _positive_int,
 )
-from ._common import EXIT_OK, metric_inputs
+from ._common import EXIT_OK, client_of, metric_inputs
 from ._output import _emit, _fmt, _model_frame, _rows, format_table
 
 DEFAULT_SRP_M = (4, 16, 64, 256)
@@ -97,6 +97,7 @@ def cmd_srp(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 backend=args.backend,
                 progress=bar,
+                client=client_of(args),
             )
         results.append((s.name, res))
     rows = [r for name, res in results for r in _rows(name, res._columns())]

@@ -313,3 +313,29 @@ def figure_domains(models: Sequence[ModelResults]) -> Any | None:
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize="small")
     fig.suptitle("Routing consistency per domain")
     return fig
+
+
+def figure_models(models: Sequence[ModelResults]) -> Any | None:
+    """The models compared (the paper's main view): model-level SRP at m = sch_m against the
+    layer-mean SCH hit rate at rho = 2, one point per model in its colour. None for fewer
+    than two models."""
+    if len(models) < 2:
+        return None
+    fig = _new_figure(6.4, 4.8)
+    ax = fig.subplots()
+    m = models[0].sch_m
+    for i, r in enumerate(models):
+        v, _ = _srp_values(r.srp_model)
+        srp = float(v[r.ms.index(r.sch_m)]) if r.sch_m in r.ms else float("nan")
+        sch = r.hit_at("sch", RHO_MARK)
+        if not (math.isfinite(srp) and math.isfinite(sch)):
+            continue
+        ax.scatter([srp], [sch], s=60, color=f"C{i % 10}", zorder=3, label=r.name)
+    ax.set_xlabel(f"SRP at m = {m} (model level)")
+    ax.set_ylabel(f"SCH hit rate at ρ = {RHO_MARK:g}, m = {m} (mean over layers)")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")  # names never overlap, close points or not
+    ax.set_title("Models compared: segment routing against segment caching")
+    return fig
