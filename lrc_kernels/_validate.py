@@ -191,14 +191,14 @@ def check_real(
     ):
         raise TypeError(f"{name} must be a real number{desc}, got {plain(value)}")
     v = float(value)
-    if not np.isfinite(v):
-        raise ValueError(f"{name} must be finite{desc}, got {plain(value)}")
     if lo is not None and hi is not None:
         below = v <= lo if lo_open else v < lo
         above = v >= hi if hi_open else v > hi
-        if below or above:
+        if below or above or not np.isfinite(v):
             left, right = "(" if lo_open else "[", ")" if hi_open else "]"
             raise ValueError(f"{name} must be in {left}{lo:g}, {hi:g}{right}{desc}, got {v:g}")
+    elif not np.isfinite(v):
+        raise ValueError(f"{name} must be finite{desc}, got {plain(value)}")
     elif lo is not None and (v <= lo if lo_open else v < lo):
         raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo:g}{desc}, got {v:g}")
     elif hi is not None and (v >= hi if hi_open else v > hi):

@@ -244,7 +244,7 @@ def test_policy_parameters_are_checked():
     tr = lk.synthetic_trace(1, 5, 1, 4, 2, seed=0)
     with pytest.raises(ValueError, match="takes no parameter 'pinned'"):
         lk.replay(tr, "lru", 2, pinned=0.5)
-    with pytest.raises(ValueError, match="pinned must be <= 1"):
+    with pytest.raises(ValueError, match=r"pinned must be in \[0, 1\]"):
         lk.replay(tr, "pinned-lru", 2, pinned=1.5)
     with pytest.raises(ValueError, match="prefix must be >= 1"):
         lk.replay(tr, "static-prefix", 2, prefix=0)
