@@ -57,6 +57,32 @@ def test_plan_json_matches_the_api(capsys, trace_file):
     assert len(targets) == 6 and all(r["target_tps"] == 300 for r in targets)
 
 
+def test_plan_per_size_policies_and_their_parameters(capsys, trace_file):
+    """Every policy of hit_curve plans from the CLI; a parameter reaches its own policy only."""
+    tr, path, _ = trace_file
+    eb = 4096
+    rc, out, _ = run_main(
+        capsys, "plan", path, "--expert-bytes", eb, "--budget-gib", 7 * eb / 2**30,
+        "--link-gbps", "2", "--policy", "fifo", "pinned-lru", "lfu-decay", "--pinned", "0.25",
+        "--decay", "0.5", "--json",
+    )  # fmt: skip
+    assert rc == 0
+    rows = [r for r in json.loads(out) if r["kind"] == "budget"]
+    cases = (("fifo", {}), ("pinned-lru", {"pinned": 0.25}), ("lfu-decay", {"decay": 0.5}))
+    for policy, kw in cases:
+        plan = lk.plan_budget(tr, 7, policy, **kw)
+        got = {r["option"]: r["hit_rate"] for r in rows if r["policy"] == policy}
+        assert got == pytest.approx(
+            {"optimal": plan.hit_rate, "uniform": plan.uniform_hit_rate,
+             "shared": plan.shared_hit_rate}, abs=1e-12
+        )  # fmt: skip
+    rc, _, err = run_main(
+        capsys, "plan", path, "--expert-bytes", eb, "--budget-gib", 1, "--link-gbps", 1,
+        "--policy", "lru", "--window", 4,
+    )  # fmt: skip
+    assert rc != 0 and "--window applies to --policy lfu-window" in err
+
+
 def test_plan_table_and_calibration(capsys, trace_file):
     _, path, _ = trace_file
     rc, out, _ = run_main(

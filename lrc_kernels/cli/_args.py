@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Any
 
-from .._spec import BACKENDS, LEVELS_CACHE
+from .._spec import BACKENDS, LEVELS_CACHE, POLICY_PARAMS
 
 
 def _positive_int(text: str) -> int:
@@ -118,3 +119,28 @@ def _add_compute(p: argparse.ArgumentParser) -> None:
         "(tcp://host:8786) or local:N for N worker processes on this machine (needs the "
         "distributed extra; docs/studies.md)",
     )
+
+
+def _add_policy_params(p: argparse.ArgumentParser) -> None:
+    """The one parameter of each parameterised policy (defaults in ``_spec.POLICY_PARAMS``)."""
+    p.add_argument("--decay", type=float, default=None, help="lfu-decay: factor per token (0.95)")
+    p.add_argument("--window", type=int, default=None, help="lfu-window: tokens counted (16)")
+    p.add_argument(
+        "--prefix", type=int, default=None, help="static-prefix: calibration tokens (64)"
+    )
+    p.add_argument(
+        "--pinned", type=float, default=None, help="pinned-lru: pinned share of the cache (0.5)"
+    )
+
+
+def policy_params(args: argparse.Namespace, policies: list[str]) -> dict[str, dict[str, Any]]:
+    """Each policy's keyword arguments for its parameter; a parameter for a policy that is
+    not asked for is an error (``ValueError``: the command reports it)."""
+    owners = {kw: p for p, (kw, _) in POLICY_PARAMS.items()}
+    for kw, owner in owners.items():
+        if getattr(args, kw) is not None and owner not in policies:
+            raise ValueError(f"--{kw} applies to --policy {owner}, which is not asked for")
+    return {
+        p: {POLICY_PARAMS[p][0]: getattr(args, POLICY_PARAMS[p][0])} if p in POLICY_PARAMS else {}
+        for p in policies
+    }

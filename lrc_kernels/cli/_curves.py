@@ -7,15 +7,17 @@ from typing import Any
 
 import lrc_kernels as lk
 
-from .._spec import ALL_POLICIES, POLICIES, POLICY_PARAMS, SIZE_POLICIES
+from .._spec import ALL_POLICIES, POLICIES, SIZE_POLICIES
 from ._args import (
     _add_cache_options,
     _add_common,
     _add_compute,
     _add_output,
+    _add_policy_params,
     _add_traces,
     _positive_int,
     _ratio,
+    policy_params,
 )
 from ._common import (
     EXIT_OK,
@@ -85,32 +87,12 @@ def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
         metavar="C",
         help="only these cache sizes (instead of --rho)",
     )
-    p.add_argument("--decay", type=float, default=None, help="lfu-decay: factor per token (0.95)")
-    p.add_argument("--window", type=int, default=None, help="lfu-window: tokens counted (16)")
-    p.add_argument(
-        "--prefix", type=int, default=None, help="static-prefix: calibration tokens (64)"
-    )
-    p.add_argument(
-        "--pinned", type=float, default=None, help="pinned-lru: pinned share of the cache (0.5)"
-    )
+    _add_policy_params(p)
     _add_cache_options(p)
     _add_compute(p)
     _add_output(p)
     _add_common(p)
     p.set_defaults(func=cmd_curves)
-
-
-def _params(args: argparse.Namespace, policies: list[str]) -> dict[str, dict[str, Any]]:
-    """Each policy's keyword arguments for its parameter; a parameter for a policy that is
-    not asked for is an error."""
-    owners = {kw: p for p, (kw, _) in POLICY_PARAMS.items()}
-    for kw, owner in owners.items():
-        if getattr(args, kw) is not None and owner not in policies:
-            raise CLIError(f"--{kw} applies to --policy {owner}, which is not asked for")
-    return {
-        p: {POLICY_PARAMS[p][0]: getattr(args, POLICY_PARAMS[p][0])} if p in POLICY_PARAMS else {}
-        for p in policies
-    }
 
 
 def _grid(args: argparse.Namespace, src: Any, policy: str) -> dict[str, Any]:
@@ -142,7 +124,7 @@ def cmd_curves(args: argparse.Namespace) -> int:
     results = []
     shown: dict[str, list[float]] = {}
     policies = list(dict.fromkeys(args.policy))
-    params = _params(args, policies)
+    params = policy_params(args, policies)
     for s in sources:
         for pol in policies:
             with prog.pass_over(s, pol.upper()) as bar:

@@ -9,8 +9,16 @@ from typing import Any
 
 import lrc_kernels as lk
 
-from .._spec import POLICIES
-from ._args import _add_common, _add_output, _add_traces, _positive_int, _ratio
+from .._spec import ALL_POLICIES
+from ._args import (
+    _add_common,
+    _add_output,
+    _add_policy_params,
+    _add_traces,
+    _positive_int,
+    _ratio,
+    policy_params,
+)
 from ._common import EXIT_OK, CLIError, metric_inputs
 from ._output import _emit, _fmt, format_table
 
@@ -107,10 +115,12 @@ def add_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     p.add_argument(
         "--policy",
         nargs="+",
-        choices=POLICIES,
+        choices=ALL_POLICIES,
         default=["lru", "lfu"],
-        help="replacement policies (default: lru lfu)",
+        metavar="POLICY",
+        help=f"replacement policies, of: {', '.join(ALL_POLICIES)} (default: lru lfu)",
     )
+    _add_policy_params(p)
     p.add_argument("--m", type=_positive_int, default=16, help="SCH's future window (default: 16)")
     p.add_argument("--no-shared", action="store_true", help="skip the shared-cache option")
     p.add_argument("--cold-start", action="store_true", help="first accesses are misses")
@@ -153,6 +163,7 @@ def _decode(args: argparse.Namespace) -> dict:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     sources, _ = metric_inputs(args)
+    params = policy_params(args, args.policy)
     rows, targets = [], []
     for s in sources:
         eb = _expert_bytes(args, s)
@@ -164,6 +175,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 s.path, args.budget_gib, expert_bytes=eb, policies=args.policy, m=args.m,
                 shared=not args.no_shared, target_tps=args.target_tps, decode=decode,
                 warm_start=not args.cold_start,
+                **{k: v for p in args.policy for k, v in params[p].items()},
             )  # fmt: skip
         except ValueError as e:
             raise CLIError(f"{s.path}: {e}") from None

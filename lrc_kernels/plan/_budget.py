@@ -7,7 +7,6 @@ policy ``hit_curve`` knows is planned the same way.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +14,7 @@ import numpy as np
 
 import lrc_kernels as lk
 
+from .._spec import POLICY_PARAMS
 from .._validate import check_bool, check_int
 
 __all__ = ["BudgetPlan", "plan_budget", "layer_tables", "optimal_allocation"]
@@ -156,9 +156,16 @@ def optimal_allocation(rates: np.ndarray, budget: int) -> tuple[np.ndarray, np.n
     return alloc, val
 
 
+def own_params(policy: str, kw: dict) -> dict:
+    """``kw`` without the parameters of other policies (``decay=`` only for lfu-decay...)."""
+    theirs = {name for p, (name, _) in POLICY_PARAMS.items() if p != policy}
+    return {k: v for k, v in kw.items() if k not in theirs}
+
+
 def _hit_curve(trace: Any, policy: str, m: Any, level: str, size: int | None, kw: dict) -> Any:
-    """``lk.hit_curve`` at one level; one size only where the API takes ``sizes=``."""
-    if size is not None and "sizes" in inspect.signature(lk.hit_curve).parameters:
+    """``lk.hit_curve`` at one level (only cache size ``size`` when given)."""
+    kw = own_params(policy, kw)
+    if size is not None:
         kw = {**kw, "sizes": [size]}
     if m is not None:
         kw = {**kw, "m": m}

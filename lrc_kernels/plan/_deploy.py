@@ -11,8 +11,9 @@ import numpy as np
 
 import lrc_kernels as lk
 
+from .._spec import SIZE_POLICIES
 from .._validate import check_int
-from ._budget import _hit_curve, _table, layer_tables
+from ._budget import _hit_curve, _table, layer_tables, own_params
 from ._decode import calibrate_decode, experts_per_step, predict_decode
 
 __all__ = ["plan_deployment", "OPTIONS", "GIB"]
@@ -22,13 +23,12 @@ GIB = float(1 << 30)
 
 
 def _shared_curve(trace: Any, policy: str, m: Any, sizes: list[int], kw: dict) -> Any:
-    """Model-level curve: every size when the policy allows it, else only ``sizes``."""
-    try:
-        return _hit_curve(trace, policy, m, "model", None, kw)
-    except ValueError:
-        if "sizes" not in __import__("inspect").signature(lk.hit_curve).parameters:
-            raise
-        return lk.hit_curve(trace, policy, level="model", sizes=sizes, **kw, **_m(m))
+    """Model-level curve: every size for a stack policy, only ``sizes`` for a per-size one."""
+    if policy in SIZE_POLICIES:
+        if not sizes:
+            return None
+        return lk.hit_curve(trace, policy, level="model", sizes=sizes, **own_params(policy, kw))
+    return _hit_curve(trace, policy, m, "model", None, kw)
 
 
 def _m(m: Any) -> dict:
