@@ -239,7 +239,7 @@ def run_method(c, lk):
                     want.append(min(a + n, off[s + 1]))
             want_rows = ex
         else:
-            idx = [arg] if not isinstance(arg, list) else arg
+            idx = list(arg) if isinstance(arg, (list, tuple)) else [arg]
             size = S if name == "sequences" else L
             idx = [want_int(v, -size, size - 1) for v in idx]
             idx = [v % size for v in idx]
