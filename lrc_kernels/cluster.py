@@ -5,7 +5,9 @@
 task that streams the file in bounded batches and returns its :class:`~lrc_kernels.partial
 .Partial`; the client gathers the partials as they complete (a progress bar follows the
 futures), merges them in file order and finishes the result: bit-identical to one process.
-A task that raises is retried; a task whose worker dies is rescheduled by Dask.
+A task that raises is retried; a task whose worker dies is rescheduled by Dask. Each task
+may run only on the workers that read its file (:func:`readers`): tasks go where their
+shard is when nodes hold local copies.
 
 :func:`connect` makes a client from the command line's ``--scheduler`` value: a scheduler
 address, or ``local:N`` for a :class:`distributed.LocalCluster` of N single-threaded worker
@@ -23,7 +25,7 @@ from typing import Any
 from . import partial as _partial
 from ._stream import is_path_source
 
-__all__ = ["connect", "shard_paths", "map_partials", "run"]
+__all__ = ["connect", "shard_paths", "map_partials", "readers", "run"]
 
 #: times a task that raised is retried (a task whose worker died is rescheduled by Dask)
 RETRIES = 2
@@ -91,6 +93,48 @@ def _task(path: str, specs: Sequence[tuple[str, dict[str, Any]]]) -> list[_parti
     return [_partial.compute(path, kind, kwargs) for kind, kwargs in specs]
 
 
+def _file_sizes(paths: Sequence[str]) -> list[int]:
+    """On a worker: the size of each file, -1 where it cannot be read."""
+    out = []
+    for p in paths:
+        try:
+            out.append(os.stat(p).st_size if os.access(p, os.R_OK) else -1)
+        except OSError:
+            out.append(-1)
+    return out
+
+
+def eligible(
+    paths: Sequence[str], sizes: Sequence[int], seen: dict[str, Sequence[int]]
+) -> list[list[str] | None]:
+    """Per file, the workers whose copy has the client's size (``None``: every worker).
+
+    ``seen`` maps each worker address to the sizes it reads (-1: unreadable). A file that no
+    worker reads is an error naming it; with no worker yet, nothing is restricted.
+    """
+    out: list[list[str] | None] = []
+    for i, (path, size) in enumerate(zip(paths, sizes, strict=True)):
+        ok = sorted(w for w, got in seen.items() if got[i] == size)
+        if seen and not ok:
+            raise FileNotFoundError(
+                f"no worker of the cluster reads {path} as this process does ({size:,} "
+                "bytes): the workers need the trace files at the same path (a shared "
+                "filesystem, or a copy on the nodes that should compute them)"
+            )
+        out.append(None if len(ok) == len(seen) else ok)
+    return out
+
+
+def readers(client: Any, paths: Sequence[str]) -> list[list[str] | None]:
+    """Where each file's task may run: the workers that read the file (``None``: all).
+
+    Tasks go to the workers that hold their shard (node-local copies); on a shared
+    filesystem every worker does and the scheduler places tasks freely.
+    """
+    sizes = [os.stat(p).st_size for p in paths]
+    return eligible(paths, sizes, client.run(_file_sizes, list(paths)))
+
+
 Job = tuple[str, Sequence[tuple[str, dict[str, Any]]]]
 
 
@@ -125,14 +169,20 @@ def map_partials(
                 raise ValueError(f"kind must be one of {_partial.KINDS}, got {kind!r}")
     run_id = uuid.uuid4().hex[:12]
     keys = [f"lrc-{run_id}-{i}-{os.path.basename(p)}" for i, (p, _) in enumerate(jobs)]
-    futures = client.map(
-        _task,
-        [p for p, _ in jobs],
-        [list(s) for _, s in jobs],
-        key=keys,
-        retries=retries,
-        pure=False,
-    )
+    where = readers(client, [p for p, _ in jobs])
+    futures = [
+        client.submit(
+            _task,
+            p,
+            list(s),
+            key=key,
+            retries=retries,
+            pure=False,
+            workers=ws,
+            allow_other_workers=False,
+        )  # fmt: skip
+        for (p, s), key, ws in zip(jobs, keys, where, strict=True)
+    ]
     index = {f.key: i for i, f in enumerate(futures)}
     out: list[Any] = [None] * len(futures)
     bar = _bar(progress, len(futures))
