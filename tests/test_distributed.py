@@ -88,15 +88,25 @@ def test_curves_on_cluster_equal_one_process(client, shards, level):
 
 
 def test_cluster_curves_keep_size_grids(client, shards):
-    """sizes=/rho= select the same sizes on a cluster; per-size policies are refused."""
+    """sizes=/rho= and the per-size policies (with their parameters) run on a cluster,
+    bit-identical to one process."""
     tr, d = shards
     a = lk.hit_curve(tr, "lru", level="model", rho=[1, 2])
     b = lk.hit_curve(d, "lru", level="model", rho=[1, 2], client=client)
     np.testing.assert_array_equal(a.sizes, b.sizes)
     np.testing.assert_array_equal(a.rates, b.rates)
     assert b.rates.shape == (2,)
-    with pytest.raises(ValueError, match="per-size policy 'fifo' runs in this process"):
-        lk.hit_curve(d, "fifo", client=client)
+    for policy, kw in (
+        ("fifo", dict(level="layer")),
+        ("lfu-decay", dict(level="layer", decay=0.8, sizes=[1, 4, 32])),
+        ("s3fifo", dict(level="model", rho=[1, 2, 4])),
+        ("static-prefix", dict(level="model", sizes=[8, 40], prefix=7, warm_start=False)),
+    ):
+        a = lk.hit_curve(tr, policy, by_domain=True, **kw)
+        b = lk.hit_curve(d, policy, by_domain=True, client=client, **kw)
+        for f in ("rates", "sizes", "hits", "accesses", "sequences"):
+            np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f"{policy} {f}")
+        assert a.params == b.params and a.domains == b.domains
 
 
 def test_progress_follows_the_futures(client, shards):
@@ -118,6 +128,11 @@ def test_cli_scheduler(client, shards, capsys):
     assert main(args) == 0
     alone = json.loads(capsys.readouterr().out)
     assert main([*args, "--scheduler", client.scheduler.address]) == 0
+    assert json.loads(capsys.readouterr().out) == alone
+    args = ["curves", str(d), "--policy", "lru", "pinned-lru", "--pinned", "0.25", "--json"]
+    assert main([*args, "--level", "model"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert main([*args, "--level", "model", "--scheduler", client.scheduler.address]) == 0
     assert json.loads(capsys.readouterr().out) == alone
     assert main(["sch", str(d), "--m", "4", "--json", "--scheduler", "local:x"]) == 1
     assert "local:N" in capsys.readouterr().err
