@@ -145,7 +145,8 @@ def hit_curve(
         (``floor(pinned * C)`` of them; default 0.5); LRU runs the rest.
     num_experts, by_domain, backend, progress, client
         As for :func:`srp`. The per-size policies run on the CPU (or the reference):
-        ``backend="gpu"`` is a ``ValueError`` for them.
+        ``backend="gpu"`` is a ``ValueError`` for them. ``client=`` runs every policy (with
+        its ``sizes``/``rho`` and parameter), bit-identical to one process.
 
     Returns
     -------

@@ -74,7 +74,9 @@ class Partial:
         The tables. SRP: ``table`` (domain, layer, expert|1, bins), ``lengths`` and
         ``seq_dom`` per sequence, ``act`` (per-expert table of a coarser bootstrap run),
         ``seq_tables`` (per-sequence tables of a bootstrap run). Curves: ``keys``
-        (class, 2) = (domain code, length) and ``table_i`` per m (class, layer|1, sizes).
+        (class, 2) = (domain code, length) and ``table_i`` per m (class, layer|1, depths)
+        of stack-depth counts; a per-size policy: ``table_0`` (class, layer|1, sizes) of
+        hits and ``counts`` (class,) of sequences.
     """
 
     kind: str
