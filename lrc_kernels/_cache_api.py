@@ -14,7 +14,7 @@ import numpy as np
 from . import _cache_sizes, _reduce
 from . import _validate as _v
 from ._results import HitCurve
-from ._spec import ALL_POLICIES, BACKENDS, LEVELS_CACHE, POLICIES, SIZE_POLICIES
+from ._spec import ALL_POLICIES, BACKENDS, LEVELS_CACHE, SIZE_POLICIES
 from ._stream import GroupSum, Step, Stream
 from ._trace import LabelCodes
 
@@ -145,7 +145,8 @@ def hit_curve(
         (``floor(pinned * C)`` of them; default 0.5); LRU runs the rest.
     num_experts, by_domain, backend, progress, client
         As for :func:`srp`. The per-size policies run on the CPU (or the reference):
-        ``backend="gpu"`` is a ``ValueError`` for them.
+        ``backend="gpu"`` is a ``ValueError`` for them. ``client=`` runs every policy (with
+        its ``sizes``/``rho`` and parameter), bit-identical to one process.
 
     Returns
     -------
@@ -168,16 +169,12 @@ def hit_curve(
     by_domain = _v.check_bool(by_domain, "by_domain")
     _v.check_choice(backend, "backend", BACKENDS)
     if client is not None:
-        if policy in SIZE_POLICIES:
-            raise ValueError(
-                f"client= runs the stack policies ({', '.join(POLICIES)}); the per-size "
-                f"policy {policy!r} runs in this process: drop client="
-            )
         from .cluster import run
 
         kw = dict(m=m, level=level, warm_start=warm_start, num_experts=num_experts)
-        kw.update(by_domain=by_domain, backend=backend, policy=policy)
-        return _cache_sizes.select_sizes(run(client, "curve", trace, kw, progress), request)
+        kw.update(by_domain=by_domain, backend=backend, policy=policy, sizes=sizes, rho=rho)
+        kw.update(params)  # the policy's parameter (checked, default filled in)
+        return run(client, "curve", trace, kw, progress)
 
     stream = Stream(trace, num_experts, by_domain, backend, progress)
     if policy in SIZE_POLICIES:

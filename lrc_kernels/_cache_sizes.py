@@ -23,7 +23,14 @@ from ._spec import POLICY_PARAMS, SIZE_POLICIES
 from ._stream import GroupSum, Stream
 from ._trace import LabelCodes
 
-__all__ = ["check_params", "SizeRequest", "size_policy_curve", "select_sizes"]
+__all__ = [
+    "check_params",
+    "SizeRequest",
+    "accumulate",
+    "size_policy_curve",
+    "curve_from_tables",
+    "select_sizes",
+]
 
 # what each parameter is, for messages
 _PARAM_WHAT = {
@@ -83,6 +90,15 @@ class SizeRequest:
                 "rho=[0.5 * i for i in range(1, 33)] (C = rho * L * k)"
             )
 
+    def as_params(self) -> dict[str, Any]:
+        """The request as JSON-able parameters (``sizes`` or ``rho``, sorted, repeats
+        dropped; nothing when every size is asked for): what a partial carries."""
+        if self.sizes is not None:
+            return {"sizes": [int(c) for c in self.sizes]}
+        if self.rho is not None:
+            return {"rho": sorted({float(r) for r in self.rho})}
+        return {}
+
     def resolve(self, num_layers: int, num_experts: int, top_k: int, level: str) -> np.ndarray:
         """The sizes as a sorted int64 array (all ``1 .. N`` when none were asked for)."""
         model = level == "model"
@@ -111,15 +127,17 @@ def _check_memory(level: str, n_ids: int, Lo: int, n_sizes: int) -> None:
     )
 
 
-def size_policy_curve(
+def accumulate(
     stream: Stream,
     policy: str,
     request: SizeRequest,
     level: str,
     warm_start: bool,
     params: dict[str, Any],
-) -> HitCurve:
-    """Run a per-size policy over ``stream`` and return its :class:`HitCurve`."""
+) -> tuple[GroupSum, GroupSum, LabelCodes, np.ndarray | None]:
+    """Run a per-size policy over ``stream``: per (domain, length) class of sequences, the
+    hits ``(class, Lo, sizes)`` and the sequence count; the classes; the sizes (None for a
+    source of no batch)."""
     model = level == "model"
     param = next(iter(params.values()), None)
     lens = LabelCodes()  # sequences are averaged per (domain, length) class: exact sums
@@ -148,19 +166,53 @@ def size_policy_curve(
             )  # fmt: skip
         )
         counts.add(np.bincount(group, minlength=G).astype(np.int64))
-    first = stream.first
-    L, E, k = first.num_layers, first.num_experts, first.top_k
-    assert sizes is not None
-    D = len(stream.domains.index) if stream.by_domain else 1
-    Lo = 1 if model else L
-    tab = hits.table if hits.table is not None else np.zeros((0, Lo, sizes.size), np.int64)
-    cnt = counts.table if counts.table is not None else np.zeros(0, np.int64)
-    rates, hit_sum, acc, nseq = _reduce.curves_from_hits(
-        tab, cnt, lens.names, k * (L if model else 1), D
+    return hits, counts, lens, sizes
+
+
+def size_policy_curve(
+    stream: Stream,
+    policy: str,
+    request: SizeRequest,
+    level: str,
+    warm_start: bool,
+    params: dict[str, Any],
+) -> HitCurve:
+    """Run a per-size policy over ``stream`` and return its :class:`HitCurve`."""
+    hits, counts, lens, _ = accumulate(stream, policy, request, level, warm_start, params)
+    return curve_from_tables(
+        stream, hits.table, counts.table, lens.names, policy, request, level, warm_start, params
     )
+
+
+def curve_from_tables(
+    view: Any,
+    hits: np.ndarray | None,
+    counts: np.ndarray | None,
+    keys: list[tuple[int, int]],
+    policy: str,
+    request: SizeRequest,
+    level: str,
+    warm_start: bool,
+    params: dict[str, Any],
+) -> HitCurve:
+    """The :class:`HitCurve` of a per-size policy from its per-class tables (of
+    :func:`accumulate`, or of merged partials).
+
+    ``view`` has the trace's ``first`` batch (its shape), ``by_domain``, ``domains`` (the
+    domain codes) and ``domain_names``; ``keys[g]`` is class ``g``'s (domain, length).
+    """
+    model = level == "model"
+    first = view.first
+    L, E, k = first.num_layers, first.num_experts, first.top_k
+    sizes = request.resolve(L, E, k, level)
+    D = len(view.domains.index) if view.by_domain else 1
+    Lo = 1 if model else L
+    tab = hits if hits is not None else np.zeros((0, Lo, sizes.size), np.int64)
+    cnt = counts if counts is not None else np.zeros(0, np.int64)
+    rates, hit_sum, acc, nseq = _reduce.curves_from_hits(tab, cnt, keys, k * (L if model else 1), D)
     if model:
         rates, hit_sum, acc = rates[:, 0], hit_sum[:, 0], acc[:, 0]
-    one = not stream.by_domain
+    one = not view.by_domain
     return HitCurve(
         rates=rates[0] if one else rates,
         policy=policy,
@@ -170,7 +222,7 @@ def size_policy_curve(
         num_experts=E,
         top_k=k,
         num_layers=L,
-        domains=stream.domain_names,
+        domains=view.domain_names,
         sequences=nseq[0] if one else nseq,
         stat=None,
         sizes=sizes,

@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from . import _cache_api, _srp_api
+from . import _cache_api, _cache_sizes, _srp_api
 from . import _validate as _v
 from ._backends import reductions
 from ._results import HitCurve, SRPResult
-from ._spec import LEVELS_CACHE, POLICIES
+from ._spec import ALL_POLICIES, LEVELS_CACHE, SIZE_POLICIES
 from ._stream import GroupSum, Stream
 from ._trace import LabelCodes
 
@@ -74,7 +74,9 @@ class Partial:
         The tables. SRP: ``table`` (domain, layer, expert|1, bins), ``lengths`` and
         ``seq_dom`` per sequence, ``act`` (per-expert table of a coarser bootstrap run),
         ``seq_tables`` (per-sequence tables of a bootstrap run). Curves: ``keys``
-        (class, 2) = (domain code, length) and ``table_i`` per m (class, layer|1, sizes).
+        (class, 2) = (domain code, length) and ``table_i`` per m (class, layer|1, depths)
+        of stack-depth counts; a per-size policy: ``table_0`` (class, layer|1, sizes) of
+        hits and ``counts`` (class,) of sequences.
     """
 
     kind: str
@@ -86,6 +88,8 @@ class Partial:
     def _class_sizes(self) -> np.ndarray:
         """Sequences per (domain, length) class of a curve partial (empty ones: 0)."""
         keys = self.arrays["keys"]
+        if "counts" in self.arrays:  # a per-size policy counts its sequences
+            return np.where(keys[:, 1] > 0, self.arrays["counts"], 0)
         tab = self.arrays.get("table_0")
         if tab is None or self.shape is None:
             return np.zeros(keys.shape[0], np.int64)
@@ -286,39 +290,64 @@ def curve_partial(
     *,
     level: str = "layer",
     warm_start: bool = True,
+    sizes: Any = None,
+    rho: Any = None,
+    decay: float | None = None,
+    window: int | None = None,
+    prefix: int | None = None,
+    pinned: float | None = None,
     num_experts: int | None = None,
     by_domain: bool = False,
     backend: str = "auto",
     progress: Any = False,
 ) -> Partial:
-    """The tables of :func:`lrc_kernels.hit_curve` over ``trace`` (same parameters).
+    """The tables of :func:`lrc_kernels.hit_curve` over ``trace`` (same parameters, every
+    policy).
 
-    Stack-depth counts summed per (domain, length) class of sequences, one table per m:
+    Per (domain, length) class of sequences, one table per m: stack-depth counts (stack
+    policies), or hits at each cache size and the number of sequences (per-size policies).
+    ``sizes``/``rho`` and the policy's parameter (its default where not given) are part of
+    the partial's parameters, so partials of different grids or parameters do not merge.
     :func:`finish` of merged partials equals :func:`lrc_kernels.hit_curve` of the
     concatenated trace bit for bit.
     """
-    _v.check_choice(policy, "policy", POLICIES)
+    _v.check_choice(policy, "policy", ALL_POLICIES)
     ms, single_m = _cache_api._check_ms(policy, m)
+    given = {"decay": decay, "window": window, "prefix": prefix, "pinned": pinned}
+    pparams = _cache_sizes.check_params(policy, given)
     _v.check_choice(level, "level", LEVELS_CACHE)
     warm_start = _v.check_bool(warm_start, "warm_start")
+    request = _cache_sizes.SizeRequest(policy, level, sizes, rho)
     by_domain = _v.check_bool(by_domain, "by_domain")
     stream = Stream(trace, num_experts, by_domain, backend, progress)
-    tables, lens = _cache_api._accumulate(stream, policy, ms, level, warm_start)
+    if policy in SIZE_POLICIES:
+        hits, counts, lens, _ = _cache_sizes.accumulate(
+            stream, policy, request, level, bool(warm_start), pparams
+        )
+        tables = [hits, counts]
+        names = ["table_0", "counts"]
+    else:
+        tables, lens = _cache_api._accumulate(stream, policy, ms, level, warm_start)
+        names = [f"table_{i}" for i in range(len(tables))]
+        if stream._first is not None:  # refuse a grid beyond the trace here, not at finish
+            f = stream._first
+            request.resolve(f.num_layers, f.num_experts, f.top_k, level)
     G = len(lens.index)
-    keys = np.asarray(lens.names, np.int64).reshape(G, 2)
-    arrays = {"keys": keys}
-    for i, acc in enumerate(tables):
+    arrays = {"keys": np.asarray(lens.names, np.int64).reshape(G, 2)}
+    for name, acc in zip(names, tables, strict=True):
         if acc.table is not None:
-            arrays[f"table_{i}"] = _full(acc.table, G)
+            arrays[name] = _full(acc.table, G)
     params = {
         "policy": policy,
         "m": (int(ms[0]) if single_m else [int(v) for v in ms]) if policy == "sch" else None,
         "level": level,
         "warm_start": bool(warm_start),
         "by_domain": by_domain,
+        **request.as_params(),
+        **{k: (float(v) if isinstance(v, float) else int(v)) for k, v in pparams.items()},
     }
-    names = stream.domains.names if by_domain else [None]
-    return Partial("curve", params, _shape_of(stream), names if G else [], arrays)
+    dom = stream.domains.names if by_domain else [None]
+    return Partial("curve", params, _shape_of(stream), dom if G else [], arrays)
 
 
 def compute(trace: Any, kind: str, kwargs: dict[str, Any]) -> Partial:
@@ -344,9 +373,13 @@ def _parts(partials: tuple[Any, ...]) -> list[Partial]:
     first = parts[0]
     for i, p in enumerate(parts[1:], 1):
         if p.kind != first.kind or p.params != first.params:
+            keys = dict.fromkeys([*first.params, *p.params])
+            diff = [k for k in keys if first.params.get(k) != p.params.get(k)]
+            what = f" (they differ in {', '.join(diff)})" if p.kind == first.kind else ""
             raise ValueError(
                 f"partial {i} was computed for {p.kind} with {p.params}, partial 0 for "
-                f"{first.kind} with {first.params}: only partials of one computation merge"
+                f"{first.kind} with {first.params}{what}: only partials of one computation "
+                "merge"
             )
     shapes = [p.shape for p in parts if p.shape is not None]
     for s in shapes[1:]:
@@ -423,9 +456,8 @@ def _merge_curve(parts: list[Partial], maps: list[np.ndarray]) -> dict[str, np.n
         cmaps.append(classes.codes((int(mp[d]), int(T)) for d, T in keys.tolist()))
     Gc = len(classes.index)
     out = {"keys": np.asarray(classes.names, np.int64).reshape(Gc, 2)}
-    n_tables = max(sum(k.startswith("table_") for k in p.arrays) for p in parts)
-    for i in range(n_tables):
-        name = f"table_{i}"
+    names = dict.fromkeys(k for p in parts for k in p.arrays if k != "keys")
+    for name in names:  # table_i per m (stack policies); table_0 and counts (per-size)
         tabs = [
             (cm, p.arrays[name]) for p, cm in zip(parts, cmaps, strict=True) if name in p.arrays
         ]
@@ -506,11 +538,25 @@ def _finish_curve(p: Partial, first: Any) -> HitCurve:
     )
     lens = LabelCodes()
     lens.codes((int(d), int(T)) for d, T in a["keys"].tolist())
+    policy, level = pr["policy"], pr["level"]
+    request = _cache_sizes.SizeRequest(policy, level, pr.get("sizes"), pr.get("rho"))
+    if policy in SIZE_POLICIES:
+        given = {k: pr.get(k) for k in ("decay", "window", "prefix", "pinned")}
+        return _cache_sizes.curve_from_tables(
+            view,
+            a.get("table_0"),
+            a.get("counts"),
+            lens.names,
+            policy,
+            request,
+            level,
+            pr["warm_start"],
+            _cache_sizes.check_params(policy, given),
+        )
     tables = []
     for i in range(ms.shape[0]):
         acc = GroupSum()
         acc.table = a.get(f"table_{i}")
         tables.append(acc)
-    return _cache_api._result(
-        view, tables, lens, pr["policy"], ms, single_m, pr["level"], pr["warm_start"]
-    )
+    curve = _cache_api._result(view, tables, lens, policy, ms, single_m, level, pr["warm_start"])
+    return _cache_sizes.select_sizes(curve, request)

@@ -88,15 +88,25 @@ def test_curves_on_cluster_equal_one_process(client, shards, level):
 
 
 def test_cluster_curves_keep_size_grids(client, shards):
-    """sizes=/rho= select the same sizes on a cluster; per-size policies are refused."""
+    """sizes=/rho= and the per-size policies (with their parameters) run on a cluster,
+    bit-identical to one process."""
     tr, d = shards
     a = lk.hit_curve(tr, "lru", level="model", rho=[1, 2])
     b = lk.hit_curve(d, "lru", level="model", rho=[1, 2], client=client)
     np.testing.assert_array_equal(a.sizes, b.sizes)
     np.testing.assert_array_equal(a.rates, b.rates)
     assert b.rates.shape == (2,)
-    with pytest.raises(ValueError, match="per-size policy 'fifo' runs in this process"):
-        lk.hit_curve(d, "fifo", client=client)
+    for policy, kw in (
+        ("fifo", dict(level="layer")),
+        ("lfu-decay", dict(level="layer", decay=0.8, sizes=[1, 4, 32])),
+        ("s3fifo", dict(level="model", rho=[1, 2, 4])),
+        ("static-prefix", dict(level="model", sizes=[8, 40], prefix=7, warm_start=False)),
+    ):
+        a = lk.hit_curve(tr, policy, by_domain=True, **kw)
+        b = lk.hit_curve(d, policy, by_domain=True, client=client, **kw)
+        for f in ("rates", "sizes", "hits", "accesses", "sequences"):
+            np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f"{policy} {f}")
+        assert a.params == b.params and a.domains == b.domains
 
 
 def test_progress_follows_the_futures(client, shards):
@@ -118,6 +128,11 @@ def test_cli_scheduler(client, shards, capsys):
     assert main(args) == 0
     alone = json.loads(capsys.readouterr().out)
     assert main([*args, "--scheduler", client.scheduler.address]) == 0
+    assert json.loads(capsys.readouterr().out) == alone
+    args = ["curves", str(d), "--policy", "lru", "pinned-lru", "--pinned", "0.25", "--json"]
+    assert main([*args, "--level", "model"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert main([*args, "--level", "model", "--scheduler", client.scheduler.address]) == 0
     assert json.loads(capsys.readouterr().out) == alone
     assert main(["sch", str(d), "--m", "4", "--json", "--scheduler", "local:x"]) == 1
     assert "local:N" in capsys.readouterr().err
@@ -294,3 +309,64 @@ def test_worker_killed_mid_run(client, tmp_path):
     same_srp(want, got["r"])
     client.wait_for_workers(2, timeout=60)
     assert victim not in client.scheduler_info()["workers"]  # a new worker took its place
+
+
+# ---------------------------------------------------------------- a task fails once
+# run on every worker (exec'd there, so nothing of this module needs pickling): the first
+# task to start, on whichever worker, raises; every later attempt computes. A file created
+# with O_EXCL decides which attempt is the first across the worker processes.
+_FLAKY = """
+import os
+import lrc_kernels.partial as lp
+
+real = getattr(lp.compute, "real", lp.compute)
+
+def flaky(trace, kind, kwargs):
+    try:
+        os.close(os.open(MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        with open(LOG, "a") as f:
+            f.write(f"ok {trace}\\n")
+        return real(trace, kind, kwargs)
+    with open(LOG, "a") as f:
+        f.write(f"fail {trace}\\n")
+    raise OSError("injected failure of a task's first attempt")
+
+flaky.real = real
+lp.compute = flaky
+"""
+_UNFLAKY = """
+import lrc_kernels.partial as lp
+lp.compute = getattr(lp.compute, "real", lp.compute)
+"""
+
+
+def test_failed_task_is_retried(client, shards, tmp_path):
+    """A task that raises on its first attempt is retried and the run ends with the
+    numbers of one process; without retries the same failure reaches the caller."""
+    from lrc_kernels import cluster
+
+    tr, d = shards
+    log = tmp_path / "attempts.log"
+
+    def arm(name):
+        marker = tmp_path / name
+        client.run(exec, _FLAKY, {"MARKER": str(marker), "LOG": str(log)})
+
+    kw = dict(level="layer", by_domain=True, bootstrap=20, seed=5)
+    try:
+        arm("first-attempt")
+        got = lk.srp(d, [4, 16], client=client, **kw)
+        lines = log.read_text().split("\n")[:-1]
+        failed = [ln.split(" ", 1)[1] for ln in lines if ln.startswith("fail ")]
+        done = sorted(ln.split(" ", 1)[1] for ln in lines if ln.startswith("ok "))
+        assert len(failed) == 1 and failed[0] in done  # one failure, then its retry
+        assert done == sorted(cluster.shard_paths(d))  # every shard computed exactly once
+        same_srp(lk.srp(tr, [4, 16], **kw), got)
+
+        arm("first-attempt-again")  # a fresh marker: the next first attempt fails
+        jobs = [(p, [("srp", dict(m=4))]) for p in cluster.shard_paths(d)]
+        with pytest.raises(OSError, match="injected failure of a task's first attempt"):
+            cluster.map_partials(client, jobs, retries=0)
+    finally:
+        client.run(exec, _UNFLAKY, {})

@@ -105,6 +105,64 @@ def test_curves_of_any_sharding(tr, cuts, split, kw, wire):
     assert_same_curve(lk.hit_curve(tr, policy, m, **kw), lp.finish(merged))
 
 
+# per-size policies (one simulation per cache size), with their parameters and a grid
+SIZE_KW = [
+    dict(policy="fifo", by_domain=True),
+    dict(policy="lfu-decay", decay=0.5, sizes="small"),
+    dict(policy="static-prefix", prefix=3, by_domain=True, warm_start=False),
+    dict(policy="arc", level="model", rho=[1]),
+    dict(policy="pinned-lru", level="model", sizes="small", pinned=0.4, by_domain=True),
+    dict(policy="lfu-window", level="model", window=2, rho=[1], warm_start=False),
+]
+
+
+def assert_same_size_curve(a, b):
+    for f in ("rates", "sizes", "hits", "accesses", "sequences"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+    assert b.stat is None and a.params == b.params and a.domains == b.domains
+    assert (a.policy, a.level, a.warm_start) == (b.policy, b.level, b.warm_start)
+
+
+@settings(max_examples=20)
+@given(
+    tr=traces(max_sequences=7, max_len=20, max_experts=40, domains=True),
+    cuts=st.lists(st.integers(1, 6), max_size=4),
+    split=st.integers(0, 100),
+    kw=st.sampled_from(SIZE_KW),
+    wire=st.booleans(),
+)
+def test_size_policy_curves_of_any_sharding(tr, cuts, split, kw, wire):
+    """Per-size policies shard too: hits and sequence counts per class, sizes/rho and the
+    policy's parameter carried in the partial's parameters."""
+    cuts = [c for c in cuts if c < tr.num_sequences]
+    kw = dict(kw)
+    policy = kw.pop("policy")
+    if kw.get("sizes") == "small":  # 1, 2 and the largest size, within the trace's range
+        n = tr.num_experts * (tr.num_layers if kw.get("level") == "model" else 1)
+        kw["sizes"] = sorted({1, min(2, n), n})
+    parts = [lp.curve_partial(s, policy, **kw) for s in _shards(tr, cuts)]
+    if wire:
+        parts = [lp.from_bytes(p.to_bytes()) for p in parts]
+    merged = _merge_tree(parts, split)
+    assert merged.num_tokens == tr.num_tokens
+    assert merged.num_sequences == int((tr.lengths > 0).sum())
+    assert_same_size_curve(lk.hit_curve(tr, policy, **kw), lp.finish(merged))
+
+
+def test_stack_curve_partials_keep_the_grid():
+    """sizes=/rho= of a stack policy: the full tables are kept, finish picks the sizes."""
+    tr = synthetic_trace(6, [20, 9, 31, 4, 16, 11], 2, 12, 2, stay=0.5, seed=8)
+    for kw in (dict(rho=[2, 1, 2]), dict(sizes=[12, 3], level="layer")):
+        parts = [lp.curve_partial(s, "sch", 4, **kw) for s in _shards(tr, [2, 5])]
+        got = lp.finish(lp.merge(parts))
+        want = lk.hit_curve(tr, "sch", 4, **kw)
+        np.testing.assert_array_equal(want.rates, got.rates)
+        np.testing.assert_array_equal(want.sizes, got.sizes)
+    assert parts[0].params["sizes"] == [3, 12]
+    with pytest.raises(ValueError, match="sizes must be <= 12"):
+        lp.curve_partial(tr, "lru", sizes=[13])
+
+
 @pytest.fixture(scope="module")
 def labelled():
     """Two domains, each a trace of its own; the study's view: shards labelled afterwards."""
@@ -136,6 +194,11 @@ def test_with_domain_and_pooled(labelled):
         assert_same_curve(lk.hit_curve(both, pol, m), lp.finish(cm.pooled()))
     with pytest.raises(ValueError, match="already has domain labels"):
         merged.with_domain("x")
+    ca, cb = (lp.curve_partial(t, "clock", level="model", rho=[1, 2]) for t in (a, b))
+    cm = lp.merge(ca.with_domain("web"), cb.with_domain("code"))
+    kw = dict(level="model", rho=[1, 2])
+    assert_same_size_curve(lk.hit_curve(both, "clock", by_domain=True, **kw), lp.finish(cm))
+    assert_same_size_curve(lk.hit_curve(both, "clock", **kw), lp.finish(cm.pooled()))
 
 
 def test_serialisation_is_compact_and_exact(labelled, tmp_path):
@@ -178,6 +241,16 @@ def test_bad_merges_are_refused(labelled):
     other = synthetic_trace(2, 10, 3, 12, 2, seed=1)
     with pytest.raises(ValueError, match="disagree on the trace shape"):
         lp.merge(p, lp.srp_partial(other, 4))
+    f = lp.curve_partial(a, "fifo", level="model", sizes=[1, 2])
+    with pytest.raises(ValueError, match=r"\(they differ in sizes\)"):
+        lp.merge(f, lp.curve_partial(b, "fifo", level="model", sizes=[1, 3]))
+    with pytest.raises(ValueError, match=r"\(they differ in sizes, rho\)"):
+        lp.merge(f, lp.curve_partial(b, "fifo", level="model", rho=[1]))
+    w = lp.curve_partial(a, "lfu-window", window=4)
+    with pytest.raises(ValueError, match=r"\(they differ in window\)"):
+        lp.merge(w, lp.curve_partial(b, "lfu-window"))
+    with pytest.raises(ValueError, match=r"\(they differ in policy, window\)"):
+        lp.merge(w, lp.curve_partial(b, "lfu"))
     with pytest.raises(TypeError, match="item 1 is int"):
         lp.merge(p, 3)
     with pytest.raises(ValueError, match="at least one partial"):
