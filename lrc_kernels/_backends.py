@@ -321,12 +321,16 @@ class GpuBackend(NumbaReductions):
         return gpu.stack_stats_table(*args)
 
     def policy_hits_table(self, *args: Any) -> np.ndarray:
-        policy = args[3]
-        raise ValueError(
-            f"policy={policy!r} has no GPU kernel: the per-size policies "
-            f"({', '.join(_spec.SIZE_POLICIES)}) run on the CPU; pass backend='cpu' (GPU "
-            "ids are copied to the host once)"
-        )
+        raise no_gpu_kernel(args[3])
+
+
+def no_gpu_kernel(policy: str) -> ValueError:
+    """The error for a per-size policy on the GPU backend (raised before any work)."""
+    return ValueError(
+        f"policy={policy!r} has no GPU kernel: the per-size policies "
+        f"({', '.join(_spec.SIZE_POLICIES)}) run on the CPU; pass backend='cpu' (GPU "
+        "ids are copied to the host once)"
+    )
 
 
 _BY_NAME: dict[str, type] = {"cpu": CpuBackend, "gpu": GpuBackend, "reference": ReferenceBackend}

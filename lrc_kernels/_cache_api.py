@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _cache_sizes, _reduce
 from . import _validate as _v
+from ._backends import no_gpu_kernel
 from ._results import HitCurve
 from ._spec import ALL_POLICIES, BACKENDS, LEVELS_CACHE, SIZE_POLICIES
 from ._stream import GroupSum, Step, Stream
@@ -168,6 +169,8 @@ def hit_curve(
     request = _cache_sizes.SizeRequest(policy, level, sizes, rho)
     by_domain = _v.check_bool(by_domain, "by_domain")
     _v.check_choice(backend, "backend", BACKENDS)
+    if backend == "gpu" and policy in SIZE_POLICIES:
+        raise no_gpu_kernel(policy)
     if client is not None:
         from .cluster import run
 

@@ -240,3 +240,10 @@ def test_cli_curves_every_policy(tr, tmp_path, capsys):
     ):
         assert cli.main(["curves", path, *bad]) != 0
         assert msg.replace("\\", "") in capsys.readouterr().err
+
+
+def test_per_size_policy_on_the_gpu_backend_is_refused_before_any_work():
+    tr = lk.synthetic_trace(2, 8, 2, 6, 2, seed=0)
+    for policy in ("fifo", "static-oracle"):
+        with pytest.raises(ValueError, match=f"policy='{policy}' has no GPU kernel"):
+            lk.hit_curve(tr, policy, backend="gpu")
