@@ -59,6 +59,10 @@ class Reductions(Protocol):
         """``np.quantile(x, qs, axis=0)``, method "linear"."""
         ...
 
+    def sum_sequences(self, t: np.ndarray) -> np.ndarray:
+        """``t.sum(axis=0)`` in int64 (per-sequence integer tables summed)."""
+        ...
+
 
 class Backend(Reductions, Protocol):
     """What :func:`lrc_kernels.srp`, :func:`~lrc_kernels.sch` and
@@ -150,6 +154,9 @@ class NumpyReductions:
     def resample_product(self, W: np.ndarray, H: np.ndarray) -> np.ndarray:
         return np.asarray(W, dtype=H.dtype) @ H
 
+    def sum_sequences(self, t: np.ndarray) -> np.ndarray:
+        return np.asarray(t).sum(axis=0, dtype=np.int64)
+
     def resample_best_f1(
         self, W: np.ndarray, H: np.ndarray, row_ptr: np.ndarray, col_c: np.ndarray, m: int
     ) -> np.ndarray:
@@ -200,6 +207,11 @@ class NumbaReductions:
         from .cpu._srp import column_quantiles
 
         return column_quantiles(x, qs)
+
+    def sum_sequences(self, t: np.ndarray) -> np.ndarray:
+        from .cpu._srp import sum_sequences
+
+        return sum_sequences(t)
 
 
 def reductions(name: str = "auto") -> Reductions:

@@ -155,10 +155,10 @@ def _add_per_sequence(step: Step, req: _Request, acc: _Tables, G: int, streamed:
     acc.seq_tables.append(t)
     gsum = np.zeros((G,) + t.shape[1:], np.int64)
     if S_b and (codes == codes[0]).all():
-        gsum[codes[0]] = t.sum(axis=0)
+        gsum[codes[0]] = step.backend.sum_sequences(t)
     else:
         for g in np.unique(codes):
-            gsum[g] = t[codes == g].sum(axis=0)
+            gsum[g] = step.backend.sum_sequences(t[codes == g])
     acc.table.add(gsum)
     if not req.per_expert and streamed:
         acc.act.add(_table(step, req, codes, G, True))
