@@ -152,7 +152,9 @@ def _add_per_sequence(step: Step, req: _Request, acc: _Tables, G: int, streamed:
             "LRC_BOOTSTRAP_TABLE_LIMIT (bytes)"
         )
     t = _table(step, req, np.arange(S_b, dtype=np.int64), S_b, req.per_expert, per_sequence=True)
-    acc.seq_tables.append(t)
+    # model level resamples whole-model histograms only: keep (S_b, 1, 1, W) per batch, not
+    # (S_b, L, 1, W), so a long streamed trace holds 1/L of the per-sequence rows
+    acc.seq_tables.append(t.sum(axis=(1, 2), keepdims=True) if req.level == "model" else t)
     gsum = np.zeros((G,) + t.shape[1:], np.int64)
     if S_b and (codes == codes[0]).all():
         gsum[codes[0]] = step.backend.sum_sequences(t)
@@ -198,6 +200,21 @@ def _empty_table(first: Any, req: _Request) -> np.ndarray:
     return np.zeros((0 if req.by_domain else 1, first.num_layers, Eo, req.width), np.int64)
 
 
+def _concat_batches(parts: list[np.ndarray]) -> np.ndarray:
+    """The per-batch tables as one array, each batch released once copied (the peak is
+    the whole table plus one batch, not twice the table)."""
+    if len(parts) == 1:
+        return parts.pop()
+    dtype = np.result_type(*parts)
+    out = np.empty((sum(p.shape[0] for p in parts),) + parts[0].shape[1:], dtype)
+    at = 0
+    while parts:
+        p = parts.pop(0)
+        out[at : at + p.shape[0]] = p
+        at += p.shape[0]
+    return out
+
+
 def _reduce_all(table: np.ndarray, acc: _Tables, req: _Request, red: Any) -> _PerM:
     """Values, thresholds, ratios, windows (and intervals) of every m from the tables."""
     lengths = np.concatenate(acc.lengths)
@@ -214,7 +231,7 @@ def _reduce_all(table: np.ndarray, acc: _Tables, req: _Request, red: Any) -> _Pe
         )
         strata = dom_all if req.by_domain else None  # per-domain intervals: within domains
         Wmat = _reduce.bootstrap_weights(S, req.bootstrap, req.seed, strata)
-        seq_all = acc.seq_tables[0] if len(acc.seq_tables) == 1 else np.concatenate(acc.seq_tables)
+        seq_all = _concat_batches(acc.seq_tables)
     one = (lambda a: a) if req.by_domain else (lambda a: a[0])
     for c0, mm in zip(req.cols.tolist(), req.ms.tolist(), strict=True):
         rows = _reduce.level_rows(table[..., c0 : c0 + mm + 1], req.level)  # (D, ..., m+1)
