@@ -90,6 +90,19 @@ class Backend(Reductions, Protocol):
         as :func:`lrc_kernels.reference.window_hist_table`."""
         ...
 
+    def window_acts_table(
+        self,
+        experts: Any,
+        offsets: np.ndarray,
+        num_experts: int,
+        ms: np.ndarray,
+        group: np.ndarray,
+        n_groups: int,
+    ) -> np.ndarray:
+        """int64 ``(G, L, E, len(ms))``: ``sum_c c * H[e][c]`` of each expert's window
+        histogram for each m (its activations summed over the windows)."""
+        ...
+
     def stack_stats_table(
         self,
         experts: Any,
@@ -238,6 +251,16 @@ class _HostIds:
         return x
 
 
+def _acts_from_hist(table: np.ndarray, ms: np.ndarray) -> np.ndarray:
+    """``sum_c c * H[..., c]`` of each m's block of a per-expert histogram table."""
+    cols, _ = _spec.m_columns(ms)
+    parts = [
+        (table[..., c0 : c0 + int(m) + 1] * np.arange(int(m) + 1, dtype=np.int64)).sum(axis=-1)
+        for c0, m in zip(cols, ms, strict=True)
+    ]
+    return np.stack(parts, axis=-1).astype(np.int64)
+
+
 class CpuBackend(_HostIds, NumbaReductions):
     """Numba kernels on the host (:mod:`lrc_kernels.cpu`)."""
 
@@ -259,6 +282,11 @@ class CpuBackend(_HostIds, NumbaReductions):
             per_sequence_int32=per_sequence,
         )
 
+    def window_acts_table(self, experts, offsets, num_experts, ms, group, n_groups):
+        from .cpu._srp import window_acts_table
+
+        return window_acts_table(experts, offsets, num_experts, ms, group, n_groups)
+
     def stack_stats_table(self, *args: Any) -> np.ndarray:
         from .cpu import stack_stats_table
 
@@ -278,6 +306,10 @@ class ReferenceBackend(_HostIds, NumpyReductions):
         return reference.window_hist_table(
             experts, offsets, num_experts, ms, group, n_groups, per_expert
         )
+
+    def window_acts_table(self, experts, offsets, num_experts, ms, group, n_groups):
+        table = self.window_hist_table(experts, offsets, num_experts, ms, group, n_groups, True)
+        return _acts_from_hist(table, ms)
 
     def stack_stats_table(self, *args: Any) -> np.ndarray:
         from . import reference
@@ -299,6 +331,10 @@ class GpuBackend(NumbaReductions):
         from . import gpu
 
         return gpu.window_hist_table(experts, offsets, num_experts, ms, group, n_groups, per_expert)
+
+    def window_acts_table(self, experts, offsets, num_experts, ms, group, n_groups):
+        table = self.window_hist_table(experts, offsets, num_experts, ms, group, n_groups, True)
+        return _acts_from_hist(table, ms)
 
     def stack_stats_table(self, *args: Any) -> np.ndarray:
         from . import gpu

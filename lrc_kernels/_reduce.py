@@ -25,6 +25,7 @@ __all__ = [
     "level_rows",
     "windows_of",
     "activation_ratio",
+    "activation_ratio_from_acts",
     "curves",
     "bootstrap_weights",
     "bootstrap_ci",
@@ -68,7 +69,13 @@ def windows_of(lengths: np.ndarray, m: int) -> np.ndarray:
 def activation_ratio(tab: np.ndarray, m: int, win: np.ndarray, by_domain: bool) -> np.ndarray:
     """Per-expert ``acts / (m * windows)`` from a (D, L, E, m+1) table."""
     c = np.arange(m + 1, dtype=np.float64)
-    acts = tab @ c  # exact: integer sums below 2**53
+    return activation_ratio_from_acts(tab @ c, m, win, by_domain)  # exact below 2**53
+
+
+def activation_ratio_from_acts(acts: np.ndarray, m: int, win: np.ndarray, by_domain: bool):
+    """:func:`activation_ratio` from the (D, L, E) activation sums ``sum_c c * H[c]``
+    themselves (the same integers, the same division, so the same bits)."""
+    acts = np.asarray(acts, np.float64)
     win = np.atleast_1d(win).astype(np.float64)
     den = (m * win)[:, None, None]
     with np.errstate(divide="ignore", invalid="ignore"):

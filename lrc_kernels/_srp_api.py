@@ -163,7 +163,12 @@ def _add_per_sequence(step: Step, req: _Request, acc: _Tables, G: int, streamed:
             gsum[g] = step.backend.sum_sequences(t[codes == g])
     acc.table.add(gsum)
     if not req.per_expert and streamed:
-        acc.act.add(_table(step, req, codes, G, True))
+        # activation ratios need per-expert activation sums only, not histograms
+        acc.act.add(
+            step.backend.window_acts_table(
+                step.ids, batch.offsets, batch.num_experts, req.ms, codes, G
+            )
+        )
 
 
 def _accumulate(stream: Stream, req: _Request) -> _Tables:
@@ -361,12 +366,12 @@ def _result(req: _Request, out: _PerM, acc: _Tables, stream: Stream, trace: Any)
     if req.per_expert:
         res._activation_ratio = pack(out.act)
     elif stream.streamed:
-        act = acc.act.table
+        act = acc.act.table  # (G, L, E, len(ms)) activation sums
         res._activation_ratio = pack(
             [
-                _reduce.activation_ratio(act[..., c : c + mm + 1], mm, w, req.by_domain)
-                for c, mm, w in zip(
-                    req.cols.tolist(), ms, [np.atleast_1d(w) for w in out.windows], strict=True
+                _reduce.activation_ratio_from_acts(act[..., i], mm, w, req.by_domain)
+                for i, (mm, w) in enumerate(
+                    zip(ms, [np.atleast_1d(w) for w in out.windows], strict=True)
                 )
             ]
         )

@@ -19,7 +19,7 @@ from .._spec import m_columns
 from ._jit import jit, num_threads, prange
 from ._plan import make_plan
 
-__all__ = ["window_hist_table", "best_f1_rows", "sum_sequences"]
+__all__ = ["window_hist_table", "window_acts_table", "best_f1_rows", "sum_sequences"]
 
 
 @jit()
@@ -114,6 +114,49 @@ def window_hist_table(
             max(1, min(num_threads(), plan.n_chunks * L)),
             out,
         )
+    return plan.reduce(out)
+
+
+@jit(parallel=True)
+def _acts_chunks(x, offsets, seq_order, chunk_ptr, ms, out):
+    P = chunk_ptr.shape[0] - 1
+    L = x.shape[1]
+    k = x.shape[2]
+    for unit in prange(P * L):
+        c = unit // L
+        l = unit % L
+        o = out[c, l]
+        for q in range(chunk_ptr[c], chunk_ptr[c + 1]):
+            s = seq_order[q]
+            a = offsets[s]
+            T = offsets[s + 1] - a
+            for mi in range(ms.shape[0]):
+                m = ms[mi]
+                for t in range(T if T >= m else 0):
+                    # windows [w, w+m) with 0 <= w <= T-m that contain token t
+                    w = min(t, T - m) - max(0, t - m + 1) + 1
+                    for j in range(k):
+                        o[x[a + t, l, j], mi] += w
+
+
+def window_acts_table(experts, offsets, num_experts, ms, group, n_groups):
+    """int64 ``(G, L, E, len(ms))``: per expert and m, its activations summed over all
+    windows, ``sum_c c * H[e][c]`` of :func:`window_hist_table`'s histograms.
+
+    Counted directly: a token lies in ``min(t, T-m) - max(0, t-m+1) + 1`` windows of its
+    sequence, so each activation adds that many; O(T * k) per (sequence, layer, m), no
+    histogram bins. The activation ratios of a streamed bootstrap need only these.
+    """
+    ms = np.asarray(ms, dtype=np.int64)
+    N, L, k = experts.shape
+    E = int(num_experts)
+    offsets = np.asarray(offsets, np.int64)
+    plan = make_plan(
+        np.diff(offsets), group, n_groups, row_bytes=L * E * ms.size * 8, min_tokens=int(ms.min())
+    )
+    out = np.zeros((plan.n_chunks, L, E, ms.size), np.int64)
+    if plan.n_chunks:
+        _acts_chunks(experts, offsets, plan.seq_order, plan.chunk_ptr, ms, out)
     return plan.reduce(out)
 
 
