@@ -289,3 +289,26 @@ def test_bootstrap_weights_are_drawn_once_and_read_only():
     assert c is not a
     np.testing.assert_array_equal(c, _reduce._draw_weights(5, 30, 4, other))
     np.testing.assert_array_equal(a, _reduce._draw_weights(5, 30, 4, strata))
+
+
+@pytest.mark.parametrize("serial_below", [0, 1 << 62], ids=["parallel", "serial"])
+def test_serial_and_parallel_twins_agree_with_numpy(monkeypatch, serial_below):
+    """Small calls run the serial twin of a kernel, large ones the parallel one: both exact."""
+    from lrc_kernels.cpu import _srp
+
+    monkeypatch.setattr(_srp, "_SERIAL_BELOW", serial_below)
+    rng = np.random.default_rng(5)
+    npr, nbr = NumpyReductions(), NumbaReductions()
+    H = rng.integers(0, 30, size=(37, 6))
+    for a, b in zip(nbr.best_f1_rows(H, 5), npr.best_f1_rows(H, 5), strict=True):
+        np.testing.assert_array_equal(a, b)
+    tab = rng.integers(0, 9, size=(7, 5, 12)).astype(np.int32)
+    keep = np.array([0, 3, 4, 9, 20, 24], np.int64)
+    np.testing.assert_array_equal(
+        nbr.gather_bins(tab, 2, 4, keep, np.float32), npr.gather_bins(tab, 2, 4, keep, np.float32)
+    )
+    np.testing.assert_array_equal(nbr.sum_sequences(tab), npr.sum_sequences(tab))
+    x = rng.random((41, 9))
+    np.testing.assert_array_equal(
+        nbr.column_quantiles(x, [0.025, 0.975]), npr.column_quantiles(x, [0.025, 0.975])
+    )

@@ -11,6 +11,7 @@ activation plus O(E), independent of m.
 
 from __future__ import annotations
 
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -20,6 +21,28 @@ from ._jit import jit, num_threads, prange
 from ._plan import make_plan
 
 __all__ = ["window_hist_table", "window_acts_table", "best_f1_rows", "sum_sequences"]
+
+
+# Below this many elements of work a reduction kernel runs on the calling thread only:
+# starting a parallel region costs a wake-up of every worker, and on a busy machine the
+# call waits until the OS schedules each of them (measured ~7 ms per tiny call at load 1.5).
+_SERIAL_BELOW = 1 << 16
+
+
+def _pick(kernels: tuple, work: int):
+    """The serial or the parallel twin of a kernel for ``work`` elements."""
+    return kernels[0] if work < _SERIAL_BELOW or num_threads() == 1 else kernels[1]
+
+
+def _twins(kernel) -> tuple:
+    """``(serial, parallel)`` compilations of one parallel kernel. The serial one is
+    compiled from a copy of the function under its own name, so that the two never share
+    an on-disk cache entry (``prange`` is ``range`` there)."""
+    f = kernel.py_func
+    g = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_serial", f.__defaults__)
+    g.__qualname__ = f.__qualname__ + "_serial"
+    g.__module__ = f.__module__
+    return jit()(g), kernel
 
 
 @jit()
@@ -189,6 +212,9 @@ def _best_f1_rows(H, m, f1, thr, preds_out, acts_out):
         acts_out[r] = acts
 
 
+_best_f1_rows_twins = _twins(_best_f1_rows)
+
+
 def best_f1_rows(H: np.ndarray, m: int):
     """Best F1 over thresholds for each row of ``H`` (rows = histograms over c = 0..m).
 
@@ -204,7 +230,7 @@ def best_f1_rows(H: np.ndarray, m: int):
     preds = np.empty(R, np.float64)
     acts = np.empty(R, np.float64)
     if R:
-        _best_f1_rows(H, int(m), f1, thr, preds, acts)
+        _pick(_best_f1_rows_twins, H.size)(H, int(m), f1, thr, preds, acts)
     return f1, thr, preds, acts
 
 
@@ -319,6 +345,9 @@ def _gather_bins(tab, c0, col_r, col_c, out):
             o[j] = t[col_r[j], c0 + col_c[j]]
 
 
+_gather_bins_twins = _twins(_gather_bins)
+
+
 def gather_bins(tab: np.ndarray, c0: int, m: int, keep: np.ndarray, dtype) -> np.ndarray:
     """Per-sequence counts of the bins ``keep`` (flat ``r*(m+1) + c``) of
     ``tab[:, :, c0:c0+m+1]`` (``tab`` shaped (S, R, W)), as ``dtype``, shape (S, len(keep))."""
@@ -326,7 +355,9 @@ def gather_bins(tab: np.ndarray, c0: int, m: int, keep: np.ndarray, dtype) -> np
     keep = keep.astype(np.int64)
     out = np.empty((tab.shape[0], keep.shape[0]), dtype)
     # row and bin of each kept column, once (not a division per sequence and column)
-    _gather_bins(tab, int(c0), keep // (int(m) + 1), keep % (int(m) + 1), out)
+    _pick(_gather_bins_twins, out.size)(
+        tab, int(c0), keep // (int(m) + 1), keep % (int(m) + 1), out
+    )
     return out
 
 
@@ -344,6 +375,9 @@ def _sum_rows(t, out):
                 out[x] += t[s, x]
 
 
+_sum_rows_twins = _twins(_sum_rows)
+
+
 def sum_sequences(t: np.ndarray) -> np.ndarray:
     """``t.sum(axis=0)`` in int64 for an integer table ``t`` (per-sequence tables summed
     over the sequences), with the columns split over the threads."""
@@ -352,7 +386,7 @@ def sum_sequences(t: np.ndarray) -> np.ndarray:
         return np.zeros(t.shape[1:], np.int64)
     out = np.empty(t.shape[1:], np.int64)
     if out.size:
-        _sum_rows(t.reshape(t.shape[0], -1), out.reshape(-1))
+        _pick(_sum_rows_twins, t.size)(t.reshape(t.shape[0], -1), out.reshape(-1))
     return out
 
 
@@ -493,6 +527,9 @@ def _column_quantiles(xt, qs, out):
             out[i, r] = _lerp(col[kth[2 * i]], col[kth[2 * i + 1]], v - kth[2 * i])
 
 
+_column_quantiles_twins = _twins(_column_quantiles)
+
+
 def column_quantiles(x: np.ndarray, qs) -> np.ndarray:
     """``np.quantile(x, qs, axis=0)`` (method "linear"), one column per thread.
 
@@ -501,7 +538,7 @@ def column_quantiles(x: np.ndarray, qs) -> np.ndarray:
     qs = np.asarray(qs, np.float64)
     out = np.empty((qs.shape[0], x.shape[1]), np.float64)
     if x.shape[0] and x.shape[1]:
-        _column_quantiles(np.ascontiguousarray(x.T, dtype=np.float64), qs, out)
+        _pick(_column_quantiles_twins, x.size)(np.ascontiguousarray(x.T, dtype=np.float64), qs, out)
     else:
         out[:] = np.nan
     return out
