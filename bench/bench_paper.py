@@ -144,11 +144,13 @@ def write_full(path: Path, n_seq: int, chunk: int = 256) -> float:
     return time.perf_counter() - t0
 
 
-def run_full(path: Path, quick: bool) -> dict:
-    n_seq = 8 if quick else -(-CORPUS_TOKENS // SEQ_LEN)
+def run_full(path: Path, quick: bool, tokens: int = CORPUS_TOKENS, only=None) -> dict:
+    n_seq = 8 if quick else -(-tokens // SEQ_LEN)
     write_s = write_full(path, n_seq)
     rows = []
     for name, level, fn in workloads(str(path), quick):
+        if only and name.split()[0] not in only:
+            continue
         t0 = time.perf_counter()
         fn()
         dt = time.perf_counter() - t0
@@ -233,7 +235,10 @@ def main() -> None:
         "--quick", action="store_true", help="tiny sizes: the script works, timings mean nothing"
     )
     p.add_argument(
-        "--slice", type=int, default=48, help="sequences of the timed slice (default 48)"
+        "--slice",
+        type=int,
+        default=48,
+        help="sequences of the timed slice (default 48; 0 skips the slice)",
     )
     p.add_argument(
         "--full",
@@ -246,6 +251,18 @@ def main() -> None:
         default=Path("/tmp/lrc-paper-scale.lrc.arrow"),
         help="trace file of --full",
     )
+    p.add_argument(
+        "--tokens",
+        type=int,
+        default=CORPUS_TOKENS,
+        help="tokens of the --full trace (default: the paper's corpus, 11.5M); smaller sizes "
+        "show how time and peak memory grow with the trace",
+    )
+    p.add_argument(
+        "--metrics",
+        default="",
+        help="--full only: comma-separated subset of srp,sch,lru,lfu,belady (default: all)",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "paper.json")
     a = p.parse_args()
     quick = a.quick or os.environ.get("LRC_BENCH_QUICK", "") not in ("", "0", "false", "no")
@@ -255,12 +272,14 @@ def main() -> None:
         "checked": check_reference(),
     }
     doc["threads"] = num_threads()
-    print(f"slice ({'quick' if quick else a.slice} sequences):", flush=True)
-    doc["slice"] = run_slice(2 if quick else a.slice, quick)
+    if a.slice > 0 or quick:
+        print(f"slice ({'quick' if quick else a.slice} sequences):", flush=True)
+        doc["slice"] = run_slice(2 if quick else a.slice, quick)
     if a.full:
         print(f"full run, file {a.file}:", flush=True)
         try:
-            doc["full"] = run_full(a.file, quick)
+            only = set(a.metrics.split(",")) if a.metrics else None
+            doc["full"] = run_full(a.file, quick, a.tokens, only)
         finally:
             a.file.unlink(missing_ok=True)
     doc["loadavg"] = list(os.getloadavg())

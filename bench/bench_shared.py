@@ -113,23 +113,40 @@ def run(ctx: Context) -> None:
     S, T = ctx.pick((3, 2048), (3, 48))
     for L, E in ctx.pick(((48, 128), (58, 256)), ((4, 16),)):
         _shape(ctx, L, E, S, T)
-    # thread scaling of the shared curves: parallel over sequences only
+    # thread scaling of every curve: parallel over sequences (and layers, per layer)
     S8, T8, L8, E8 = ctx.pick((8, 768, 48, 128), (4, 24, 4, 16))
     tr = make_trace(S8, T8, L8, E8, 8, stay=0.5, skew=1.0, seed=2)
-    for policy, m in (("lru", None), ("sch", 16)):
-        ctx.measure(
-            "stack",
-            f"{L8}x{E8} shared {policy}{f' m={m}' if m else ''}, {S8} sequences",
-            lambda policy=policy, m=m: _table(tr, policy, m, True),
-            activations=tr.num_activations,
-            params={"S": S8, "T": T8, "L": L8, "E": E8, "k": 8, "policy": policy, "m": m},
-            group="shared curves: threads",
-            digest_of=digest,
-        )
+    long = make_trace(1, S8 * T8, L8, E8, 8, stay=0.5, skew=1.0, seed=2)  # same tokens
+    for policy, m in (("lru", None), ("lfu", None), ("belady", None), ("sch", 16)):
+        for level in ("layer", "model"):
+            for t, what in ((tr, f"{S8} sequences"), (long, "1 long sequence")):
+                kind = "shared" if level == "model" else "per-layer"
+                ctx.measure(
+                    "stack",
+                    f"{L8}x{E8} {kind} {policy}{f' m={m}' if m else ''}, {what}",
+                    lambda t=t, policy=policy, m=m, level=level: _table(
+                        t, policy, m, level == "model"
+                    ),
+                    activations=t.num_activations,
+                    params={
+                        "S": t.num_sequences,
+                        "T": t.num_tokens // t.num_sequences,
+                        "L": L8,
+                        "E": E8,
+                        "k": 8,
+                        "policy": policy,
+                        "m": m,
+                        "level": level,
+                    },
+                    group="curves: threads",
+                    digest_of=digest,
+                )
     ctx.note(
-        "The shared curves run in parallel over sequences (one thread per chunk of "
-        "sequences): with 3 equal sequences two threads can gain at most 1.5x (the "
-        "'threads' group uses 8), and one very long sequence runs on one thread."
+        "Every curve runs in parallel over chunks of sequences, and per-layer curves over "
+        "(chunk, layer) units too: with 3 equal sequences two threads can gain at most 1.5x "
+        "(the 'threads' group uses 8). One very long sequence is one unit at model level: "
+        "its shared curve runs on one thread (2T/1T about 1), while its per-layer curves "
+        "still split over the layers."
     )
 
 

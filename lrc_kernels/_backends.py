@@ -59,6 +59,10 @@ class Reductions(Protocol):
         """``np.quantile(x, qs, axis=0)``, method "linear"."""
         ...
 
+    def sum_sequences(self, t: np.ndarray) -> np.ndarray:
+        """``t.sum(axis=0)`` in int64 (per-sequence integer tables summed)."""
+        ...
+
 
 class Backend(Reductions, Protocol):
     """What :func:`lrc_kernels.srp`, :func:`~lrc_kernels.sch` and
@@ -84,6 +88,19 @@ class Backend(Reductions, Protocol):
     ) -> np.ndarray:
         """int64 (or int32 with ``per_sequence``) ``(G, L, E or 1, sum(m + 1))`` table,
         as :func:`lrc_kernels.reference.window_hist_table`."""
+        ...
+
+    def window_acts_table(
+        self,
+        experts: Any,
+        offsets: np.ndarray,
+        num_experts: int,
+        ms: np.ndarray,
+        group: np.ndarray,
+        n_groups: int,
+    ) -> np.ndarray:
+        """int64 ``(G, L, E, len(ms))``: ``sum_c c * H[e][c]`` of each expert's window
+        histogram for each m (its activations summed over the windows)."""
         ...
 
     def stack_stats_table(
@@ -167,6 +184,9 @@ class NumpyReductions:
     def resample_product(self, W: np.ndarray, H: np.ndarray) -> np.ndarray:
         return np.asarray(W, dtype=H.dtype) @ H
 
+    def sum_sequences(self, t: np.ndarray) -> np.ndarray:
+        return np.asarray(t).sum(axis=0, dtype=np.int64)
+
     def resample_best_f1(
         self, W: np.ndarray, H: np.ndarray, row_ptr: np.ndarray, col_c: np.ndarray, m: int
     ) -> np.ndarray:
@@ -218,6 +238,11 @@ class NumbaReductions:
 
         return column_quantiles(x, qs)
 
+    def sum_sequences(self, t: np.ndarray) -> np.ndarray:
+        from .cpu._srp import sum_sequences
+
+        return sum_sequences(t)
+
 
 def reductions(name: str = "auto") -> Reductions:
     """The reductions of backend ``name``: NumPy for ``"reference"``, else Numba's (for
@@ -243,6 +268,16 @@ class _HostIds:
         return x
 
 
+def _acts_from_hist(table: np.ndarray, ms: np.ndarray) -> np.ndarray:
+    """``sum_c c * H[..., c]`` of each m's block of a per-expert histogram table."""
+    cols, _ = _spec.m_columns(ms)
+    parts = [
+        (table[..., c0 : c0 + int(m) + 1] * np.arange(int(m) + 1, dtype=np.int64)).sum(axis=-1)
+        for c0, m in zip(cols, ms, strict=True)
+    ]
+    return np.stack(parts, axis=-1).astype(np.int64)
+
+
 class CpuBackend(_HostIds, NumbaReductions):
     """Numba kernels on the host (:mod:`lrc_kernels.cpu`)."""
 
@@ -263,6 +298,11 @@ class CpuBackend(_HostIds, NumbaReductions):
             per_expert,
             per_sequence_int32=per_sequence,
         )
+
+    def window_acts_table(self, experts, offsets, num_experts, ms, group, n_groups):
+        from .cpu._srp import window_acts_table
+
+        return window_acts_table(experts, offsets, num_experts, ms, group, n_groups)
 
     def stack_stats_table(self, *args: Any) -> np.ndarray:
         from .cpu import stack_stats_table
@@ -289,6 +329,10 @@ class ReferenceBackend(_HostIds, NumpyReductions):
             experts, offsets, num_experts, ms, group, n_groups, per_expert
         )
 
+    def window_acts_table(self, experts, offsets, num_experts, ms, group, n_groups):
+        table = self.window_hist_table(experts, offsets, num_experts, ms, group, n_groups, True)
+        return _acts_from_hist(table, ms)
+
     def stack_stats_table(self, *args: Any) -> np.ndarray:
         from . import reference
 
@@ -314,6 +358,10 @@ class GpuBackend(NumbaReductions):
         from . import gpu
 
         return gpu.window_hist_table(experts, offsets, num_experts, ms, group, n_groups, per_expert)
+
+    def window_acts_table(self, experts, offsets, num_experts, ms, group, n_groups):
+        table = self.window_hist_table(experts, offsets, num_experts, ms, group, n_groups, True)
+        return _acts_from_hist(table, ms)
 
     def stack_stats_table(self, *args: Any) -> np.ndarray:
         from . import gpu

@@ -25,6 +25,7 @@ __all__ = [
     "level_rows",
     "windows_of",
     "activation_ratio",
+    "activation_ratio_from_acts",
     "curves",
     "curves_from_hits",
     "bootstrap_weights",
@@ -71,7 +72,13 @@ def windows_of(lengths: np.ndarray, m: int) -> np.ndarray:
 def activation_ratio(tab: np.ndarray, m: int, win: np.ndarray, by_domain: bool) -> np.ndarray:
     """Per-expert ``acts / (m * windows)`` from a (D, L, E, m+1) table."""
     c = np.arange(m + 1, dtype=np.float64)
-    acts = tab @ c  # exact: integer sums below 2**53
+    return activation_ratio_from_acts(tab @ c, m, win, by_domain)  # exact below 2**53
+
+
+def activation_ratio_from_acts(acts: np.ndarray, m: int, win: np.ndarray, by_domain: bool):
+    """:func:`activation_ratio` from the (D, L, E) activation sums ``sum_c c * H[c]``
+    themselves (the same integers, the same division, so the same bits)."""
+    acts = np.asarray(acts, np.float64)
     win = np.atleast_1d(win).astype(np.float64)
     den = (m * win)[:, None, None]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -151,6 +158,13 @@ def curves_from_hits(
     return rates, hits, acc, nseq
 
 
+# the last few weight matrices (read-only): calls at several levels on one trace, with one
+# seed, draw the same resamples; only matrices up to this many bytes are kept
+_WEIGHTS_CACHE: dict[tuple, np.ndarray] = {}
+_WEIGHTS_CACHE_BYTES = 32 << 20
+_WEIGHTS_CACHE_SIZE = 2
+
+
 def bootstrap_weights(S: int, B: int, seed: int, strata: np.ndarray | None = None) -> np.ndarray:
     """``(B, S)`` multiplicities of each sequence in each of B resamples (seeded).
 
@@ -158,7 +172,25 @@ def bootstrap_weights(S: int, B: int, seed: int, strata: np.ndarray | None = Non
     every stratum in code order, as many sequences as the stratum holds from that stratum
     alone: every domain keeps its size in every resample, so a per-domain SRP is never
     taken over an empty resample. Without it, the S sequences are drawn from all of them.
+    The result is read-only: small matrices are cached (a deterministic function of the
+    arguments), so that :func:`lrc_kernels.srp` at several levels draws them once.
     """
+    S, B, seed = int(S), int(B), int(seed)
+    st = None if strata is None else np.asarray(strata, np.int64)
+    key = (S, B, seed, None if st is None else st.tobytes())
+    hit = _WEIGHTS_CACHE.get(key)
+    if hit is not None:
+        return hit
+    W = _draw_weights(S, B, seed, st)
+    W.flags.writeable = False
+    if W.nbytes <= _WEIGHTS_CACHE_BYTES:
+        while len(_WEIGHTS_CACHE) >= _WEIGHTS_CACHE_SIZE:
+            _WEIGHTS_CACHE.pop(next(iter(_WEIGHTS_CACHE)))
+        _WEIGHTS_CACHE[key] = W
+    return W
+
+
+def _draw_weights(S: int, B: int, seed: int, strata: np.ndarray | None) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if strata is None:
         draws = rng.integers(0, S, size=(B, S)) if S else np.zeros((B, 0), np.int64)

@@ -152,16 +152,23 @@ def _add_per_sequence(step: Step, req: _Request, acc: _Tables, G: int, streamed:
             "LRC_BOOTSTRAP_TABLE_LIMIT (bytes)"
         )
     t = _table(step, req, np.arange(S_b, dtype=np.int64), S_b, req.per_expert, per_sequence=True)
-    acc.seq_tables.append(t)
+    # model level resamples whole-model histograms only: keep (S_b, 1, 1, W) per batch, not
+    # (S_b, L, 1, W), so a long streamed trace holds 1/L of the per-sequence rows
+    acc.seq_tables.append(t.sum(axis=(1, 2), keepdims=True) if req.level == "model" else t)
     gsum = np.zeros((G,) + t.shape[1:], np.int64)
     if S_b and (codes == codes[0]).all():
-        gsum[codes[0]] = t.sum(axis=0)
+        gsum[codes[0]] = step.backend.sum_sequences(t)
     else:
         for g in np.unique(codes):
-            gsum[g] = t[codes == g].sum(axis=0)
+            gsum[g] = step.backend.sum_sequences(t[codes == g])
     acc.table.add(gsum)
     if not req.per_expert and streamed:
-        acc.act.add(_table(step, req, codes, G, True))
+        # activation ratios need per-expert activation sums only, not histograms
+        acc.act.add(
+            step.backend.window_acts_table(
+                step.ids, batch.offsets, batch.num_experts, req.ms, codes, G
+            )
+        )
 
 
 def _accumulate(stream: Stream, req: _Request, act: bool = False) -> _Tables:
@@ -200,6 +207,21 @@ def _empty_table(first: Any, req: _Request) -> np.ndarray:
     return np.zeros((0 if req.by_domain else 1, first.num_layers, Eo, req.width), np.int64)
 
 
+def _concat_batches(parts: list[np.ndarray]) -> np.ndarray:
+    """The per-batch tables as one array, each batch released once copied (the peak is
+    the whole table plus one batch, not twice the table)."""
+    if len(parts) == 1:
+        return parts.pop()
+    dtype = np.result_type(*parts)
+    out = np.empty((sum(p.shape[0] for p in parts),) + parts[0].shape[1:], dtype)
+    at = 0
+    while parts:
+        p = parts.pop(0)
+        out[at : at + p.shape[0]] = p
+        at += p.shape[0]
+    return out
+
+
 def _reduce_all(table: np.ndarray, acc: _Tables, req: _Request, red: Any) -> _PerM:
     """Values, thresholds, ratios, windows (and intervals) of every m from the tables."""
     lengths = np.concatenate(acc.lengths)
@@ -216,7 +238,7 @@ def _reduce_all(table: np.ndarray, acc: _Tables, req: _Request, red: Any) -> _Pe
         )
         strata = dom_all if req.by_domain else None  # per-domain intervals: within domains
         Wmat = _reduce.bootstrap_weights(S, req.bootstrap, req.seed, strata)
-        seq_all = acc.seq_tables[0] if len(acc.seq_tables) == 1 else np.concatenate(acc.seq_tables)
+        seq_all = _concat_batches(acc.seq_tables)
     one = (lambda a: a) if req.by_domain else (lambda a: a[0])
     for c0, mm in zip(req.cols.tolist(), req.ms.tolist(), strict=True):
         rows = _reduce.level_rows(table[..., c0 : c0 + mm + 1], req.level)  # (D, ..., m+1)
@@ -358,12 +380,12 @@ def _result(req: _Request, out: _PerM, acc: _Tables, stream: Stream, trace: Any)
     if req.per_expert:
         res._activation_ratio = pack(out.act)
     elif stream.streamed:
-        act = acc.act.table
+        act = acc.act.table  # (G, L, E, len(ms)) activation sums
         res._activation_ratio = pack(
             [
-                _reduce.activation_ratio(act[..., c : c + mm + 1], mm, w, req.by_domain)
-                for c, mm, w in zip(
-                    req.cols.tolist(), ms, [np.atleast_1d(w) for w in out.windows], strict=True
+                _reduce.activation_ratio_from_acts(act[..., i], mm, w, req.by_domain)
+                for i, (mm, w) in enumerate(
+                    zip(ms, [np.atleast_1d(w) for w in out.windows], strict=True)
                 )
             ]
         )

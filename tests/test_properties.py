@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from strategies import segment_lengths, traces
 
 import lrc_kernels as lk
+from lrc_kernels import _backends
 from lrc_kernels import reference as ref
 from lrc_kernels.cpu import _srp, _stack
 
@@ -49,6 +50,39 @@ def test_window_tables_match_reference(tr, ms, per_expert, n_groups, data):
         tr.experts, tr.offsets, tr.num_experts, ms, group, n_groups, per_expert
     )
     _tables_equal(got, want)
+
+
+@given(
+    tr=traces(max_experts=40),
+    ms=st.lists(segment_lengths(30), min_size=1, max_size=3),
+    n_groups=st.integers(1, 3),
+    data=st.data(),
+)
+def test_window_activation_sums_match_reference(tr, ms, n_groups, data):
+    """The direct activation sums equal sum_c c * H[e][c] of the reference histograms."""
+    group = np.asarray(
+        data.draw(
+            st.lists(
+                st.integers(0, n_groups - 1), min_size=tr.num_sequences, max_size=tr.num_sequences
+            )
+        ),
+        np.int64,
+    )
+    hist = ref.window_hist_table(tr.experts, tr.offsets, tr.num_experts, ms, group, n_groups, True)
+    want = np.zeros(hist.shape[:3] + (len(ms),), np.int64)
+    at = 0
+    for i, m in enumerate(ms):
+        want[..., i] = (hist[..., at : at + m + 1] * np.arange(m + 1)).sum(axis=-1)
+        at += m + 1
+    got = _srp.window_acts_table(tr.experts, tr.offsets, tr.num_experts, ms, group, n_groups)
+    _tables_equal(got, want)
+    ref_backend = _backends.get("reference", tr)
+    _tables_equal(
+        ref_backend.window_acts_table(
+            tr.experts, tr.offsets, tr.num_experts, np.asarray(ms), group, n_groups
+        ),
+        want,
+    )
 
 
 @given(

@@ -237,7 +237,7 @@ def test_by_domain_interval_is_taken_within_domains():
 @given(
     R=st.integers(1, 12),
     m=st.integers(1, 9),
-    B=st.integers(1, 7),
+    B=st.integers(1, 40),
     S=st.integers(1, 6),
     block=st.integers(1, 20),
     seed=st.integers(0, 2**32 - 1),
@@ -257,3 +257,58 @@ def test_fused_resample_f1_equals_product_then_f1(R, m, B, S, block, seed):
     got = resample_best_f1(W, H, row_ptr, col_c, m, block=block)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(NumbaReductions().resample_best_f1(W, H, row_ptr, col_c, m), want)
+
+
+@given(
+    shape=st.lists(st.integers(0, 5), min_size=1, max_size=3),
+    S=st.integers(0, 9),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_sum_sequences_cpu_equals_numpy(shape, S, seed):
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, 2**31 - 1, size=(S, *shape), dtype=np.int64).astype(np.int32)
+    want = NumpyReductions().sum_sequences(t)
+    got = NumbaReductions().sum_sequences(t)
+    assert got.dtype == want.dtype == np.int64
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(want, t.astype(np.int64).sum(axis=0))
+
+
+def test_sum_sequences_spans_several_column_blocks():
+    t = np.arange(3 * 9000, dtype=np.int32).reshape(3, 9000)
+    np.testing.assert_array_equal(NumbaReductions().sum_sequences(t), t.sum(axis=0))
+
+
+def test_bootstrap_weights_are_drawn_once_and_read_only():
+    strata = np.array([0, 1, 1, 0, 2])
+    a = _reduce.bootstrap_weights(5, 30, 4, strata)
+    b = _reduce.bootstrap_weights(5, 30, 4, strata.copy())
+    assert a is b and not a.flags.writeable
+    other = np.array([0, 1, 1, 0, 0])
+    c = _reduce.bootstrap_weights(5, 30, 4, other)
+    assert c is not a
+    np.testing.assert_array_equal(c, _reduce._draw_weights(5, 30, 4, other))
+    np.testing.assert_array_equal(a, _reduce._draw_weights(5, 30, 4, strata))
+
+
+@pytest.mark.parametrize("serial_below", [0, 1 << 62], ids=["parallel", "serial"])
+def test_serial_and_parallel_twins_agree_with_numpy(monkeypatch, serial_below):
+    """Small calls run the serial twin of a kernel, large ones the parallel one: both exact."""
+    from lrc_kernels.cpu import _srp
+
+    monkeypatch.setattr(_srp, "_SERIAL_BELOW", serial_below)
+    rng = np.random.default_rng(5)
+    npr, nbr = NumpyReductions(), NumbaReductions()
+    H = rng.integers(0, 30, size=(37, 6))
+    for a, b in zip(nbr.best_f1_rows(H, 5), npr.best_f1_rows(H, 5), strict=True):
+        np.testing.assert_array_equal(a, b)
+    tab = rng.integers(0, 9, size=(7, 5, 12)).astype(np.int32)
+    keep = np.array([0, 3, 4, 9, 20, 24], np.int64)
+    np.testing.assert_array_equal(
+        nbr.gather_bins(tab, 2, 4, keep, np.float32), npr.gather_bins(tab, 2, 4, keep, np.float32)
+    )
+    np.testing.assert_array_equal(nbr.sum_sequences(tab), npr.sum_sequences(tab))
+    x = rng.random((41, 9))
+    np.testing.assert_array_equal(
+        nbr.column_quantiles(x, [0.025, 0.975]), npr.column_quantiles(x, [0.025, 0.975])
+    )

@@ -11,6 +11,7 @@ activation plus O(E), independent of m.
 
 from __future__ import annotations
 
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -19,7 +20,29 @@ from .._spec import m_columns
 from ._jit import jit, num_threads, prange
 from ._plan import make_plan
 
-__all__ = ["window_hist_table", "best_f1_rows"]
+__all__ = ["window_hist_table", "window_acts_table", "best_f1_rows", "sum_sequences"]
+
+
+# Below this many elements of work a reduction kernel runs on the calling thread only:
+# starting a parallel region costs a wake-up of every worker, and on a busy machine the
+# call waits until the OS schedules each of them (measured ~7 ms per tiny call at load 1.5).
+_SERIAL_BELOW = 1 << 16
+
+
+def _pick(kernels: tuple, work: int):
+    """The serial or the parallel twin of a kernel for ``work`` elements."""
+    return kernels[0] if work < _SERIAL_BELOW or num_threads() == 1 else kernels[1]
+
+
+def _twins(kernel) -> tuple:
+    """``(serial, parallel)`` compilations of one parallel kernel. The serial one is
+    compiled from a copy of the function under its own name, so that the two never share
+    an on-disk cache entry (``prange`` is ``range`` there)."""
+    f = kernel.py_func
+    g = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_serial", f.__defaults__)
+    g.__qualname__ = f.__qualname__ + "_serial"
+    g.__module__ = f.__module__
+    return jit()(g), kernel
 
 
 @jit()
@@ -118,6 +141,49 @@ def window_hist_table(
 
 
 @jit(parallel=True)
+def _acts_chunks(x, offsets, seq_order, chunk_ptr, ms, out):
+    P = chunk_ptr.shape[0] - 1
+    L = x.shape[1]
+    k = x.shape[2]
+    for unit in prange(P * L):
+        c = unit // L
+        l = unit % L
+        o = out[c, l]
+        for q in range(chunk_ptr[c], chunk_ptr[c + 1]):
+            s = seq_order[q]
+            a = offsets[s]
+            T = offsets[s + 1] - a
+            for mi in range(ms.shape[0]):
+                m = ms[mi]
+                for t in range(T if T >= m else 0):
+                    # windows [w, w+m) with 0 <= w <= T-m that contain token t
+                    w = min(t, T - m) - max(0, t - m + 1) + 1
+                    for j in range(k):
+                        o[x[a + t, l, j], mi] += w
+
+
+def window_acts_table(experts, offsets, num_experts, ms, group, n_groups):
+    """int64 ``(G, L, E, len(ms))``: per expert and m, its activations summed over all
+    windows, ``sum_c c * H[e][c]`` of :func:`window_hist_table`'s histograms.
+
+    Counted directly: a token lies in ``min(t, T-m) - max(0, t-m+1) + 1`` windows of its
+    sequence, so each activation adds that many; O(T * k) per (sequence, layer, m), no
+    histogram bins. The activation ratios of a streamed bootstrap need only these.
+    """
+    ms = np.asarray(ms, dtype=np.int64)
+    N, L, k = experts.shape
+    E = int(num_experts)
+    offsets = np.asarray(offsets, np.int64)
+    plan = make_plan(
+        np.diff(offsets), group, n_groups, row_bytes=L * E * ms.size * 8, min_tokens=int(ms.min())
+    )
+    out = np.zeros((plan.n_chunks, L, E, ms.size), np.int64)
+    if plan.n_chunks:
+        _acts_chunks(experts, offsets, plan.seq_order, plan.chunk_ptr, ms, out)
+    return plan.reduce(out)
+
+
+@jit(parallel=True)
 def _best_f1_rows(H, m, f1, thr, preds_out, acts_out):
     R = H.shape[0]
     for r in prange(R):
@@ -146,6 +212,9 @@ def _best_f1_rows(H, m, f1, thr, preds_out, acts_out):
         acts_out[r] = acts
 
 
+_best_f1_rows_twins = _twins(_best_f1_rows)
+
+
 def best_f1_rows(H: np.ndarray, m: int):
     """Best F1 over thresholds for each row of ``H`` (rows = histograms over c = 0..m).
 
@@ -161,7 +230,7 @@ def best_f1_rows(H: np.ndarray, m: int):
     preds = np.empty(R, np.float64)
     acts = np.empty(R, np.float64)
     if R:
-        _best_f1_rows(H, int(m), f1, thr, preds, acts)
+        _pick(_best_f1_rows_twins, H.size)(H, int(m), f1, thr, preds, acts)
     return f1, thr, preds, acts
 
 
@@ -198,16 +267,48 @@ def _best_f1_sparse(Hb, row_ptr, col_c, m, max_row, out):
 
 
 @jit()
-def _best_f1_block(P, row_ptr, col_c, m, r0, r1, max_row, out):
-    """:func:`_best_f1_sparse` for rows ``r0 .. r1-1`` of a product block ``P`` whose column
-    0 is kept bin ``row_ptr[r0]`` (serial: called from several Python threads)."""
+def _best_f1_cols(PT, row_ptr, col_c, m, r0, r1, outT):
+    """Best F1 of rows ``r0 .. r1-1`` for every resample at once, from a transposed
+    product block: ``PT[j - row_ptr[r0], b]`` is kept bin j in resample b (serial: called
+    from several Python threads).
+
+    The same additions, in the same order, as :func:`_f1_sparse_row` (suffix sums from the
+    highest kept bin down), so the same bits; only the loops are exchanged, the inner loop
+    running over the resamples, which vectorises (the division and the running maximum
+    are elementwise). ``den`` is 0 only where every count is 0 (then ``matches`` is 0 too),
+    so dividing by ``max(den, 1)`` is the guarded division of :func:`_f1_sparse_row`.
+    """
+    B = PT.shape[1]
     off = row_ptr[r0]
-    suf_m = np.empty(max_row, np.float64)
-    suf_c = np.empty(max_row, np.float64)
-    for b in range(P.shape[0]):
-        for r in range(r0, r1):
-            a = row_ptr[r]
-            out[b, r] = _f1_sparse_row(P[b], a, row_ptr[r + 1] - a, col_c, m, off, suf_m, suf_c)
+    acts = np.empty(B, np.float64)
+    mt = np.empty(B, np.float64)
+    cl = np.empty(B, np.float64)
+    best = np.empty(B, np.float64)
+    for r in range(r0, r1):
+        a = row_ptr[r] - off
+        n = row_ptr[r + 1] - row_ptr[r]
+        for b in range(B):
+            acts[b] = 0.0
+            mt[b] = 0.0
+            cl[b] = 0.0
+            best[b] = 0.0
+        for i in range(n - 1, -1, -1):  # acts: the full suffix sum, same order
+            c = np.float64(col_c[row_ptr[r] + i])
+            row = PT[a + i]
+            for b in range(B):
+                acts[b] += c * np.float64(row[b])
+        for i in range(n - 1, -1, -1):
+            c = np.float64(col_c[row_ptr[r] + i])
+            row = PT[a + i]
+            for b in range(B):
+                h = np.float64(row[b])
+                mt[b] += c * h
+                cl[b] += h
+                v = 2.0 * mt[b] / max(m * cl[b] + acts[b], 1.0)
+                best[b] = max(best[b], v)
+        o = outT[r]
+        for b in range(B):
+            o[b] = best[b]
 
 
 def best_f1_sparse(Hb: np.ndarray, row_ptr: np.ndarray, col_c: np.ndarray, m: int) -> np.ndarray:
@@ -234,22 +335,58 @@ def best_f1_sparse(Hb: np.ndarray, row_ptr: np.ndarray, col_c: np.ndarray, m: in
 
 
 @jit(parallel=True)
-def _gather_bins(tab, c0, nb, cols, out):
+def _gather_bins(tab, c0, col_r, col_c, out):
     S = tab.shape[0]
-    J = cols.shape[0]
+    J = col_r.shape[0]
     for s in prange(S):
+        t = tab[s]
+        o = out[s]
         for j in range(J):
-            r = cols[j] // nb
-            c = cols[j] % nb
-            out[s, j] = tab[s, r, c0 + c]
+            o[j] = t[col_r[j], c0 + col_c[j]]
+
+
+_gather_bins_twins = _twins(_gather_bins)
 
 
 def gather_bins(tab: np.ndarray, c0: int, m: int, keep: np.ndarray, dtype) -> np.ndarray:
     """Per-sequence counts of the bins ``keep`` (flat ``r*(m+1) + c``) of
     ``tab[:, :, c0:c0+m+1]`` (``tab`` shaped (S, R, W)), as ``dtype``, shape (S, len(keep))."""
     tab = np.ascontiguousarray(tab)
+    keep = keep.astype(np.int64)
     out = np.empty((tab.shape[0], keep.shape[0]), dtype)
-    _gather_bins(tab, int(c0), int(m) + 1, keep.astype(np.int64), out)
+    # row and bin of each kept column, once (not a division per sequence and column)
+    _pick(_gather_bins_twins, out.size)(
+        tab, int(c0), keep // (int(m) + 1), keep % (int(m) + 1), out
+    )
+    return out
+
+
+@jit(parallel=True)
+def _sum_rows(t, out):
+    X = t.shape[1]
+    span = 4096
+    for c in prange((X + span - 1) // span):
+        a = c * span
+        b = min(a + span, X)
+        for x in range(a, b):
+            out[x] = 0
+        for s in range(t.shape[0]):
+            for x in range(a, b):
+                out[x] += t[s, x]
+
+
+_sum_rows_twins = _twins(_sum_rows)
+
+
+def sum_sequences(t: np.ndarray) -> np.ndarray:
+    """``t.sum(axis=0)`` in int64 for an integer table ``t`` (per-sequence tables summed
+    over the sequences), with the columns split over the threads."""
+    t = np.ascontiguousarray(t)
+    if t.shape[0] == 0:
+        return np.zeros(t.shape[1:], np.int64)
+    out = np.empty(t.shape[1:], np.int64)
+    if out.size:
+        _pick(_sum_rows_twins, t.size)(t.reshape(t.shape[0], -1), out.reshape(-1))
     return out
 
 
@@ -289,8 +426,7 @@ def resample_product(W: np.ndarray, H: np.ndarray) -> np.ndarray:
             a, b = edges[i], edges[i + 1]
             np.matmul(W, H[:, a:b], out=out[:, a:b])
 
-        with ThreadPoolExecutor(max_workers=n) as pool:
-            list(pool.map(part, range(n)))
+        list(_pool(n).map(part, range(n)))
         return out
 
 
@@ -311,36 +447,38 @@ def resample_best_f1(
 ) -> np.ndarray:
     """``best_f1_sparse(resample_product(W, H), row_ptr, col_c, m)``, fused by row blocks.
 
-    The rows are cut into blocks of about ``block`` kept bins (default: a quarter of each
-    thread's share, at most 512); each thread multiplies ``W`` by its blocks' columns
-    (single-threaded BLAS) and takes the best F1 of those rows at once, so the (B, J)
-    product is never written to memory: each block's product (B x at most ~512 floats)
-    stays in the core's cache. Every product entry is the same exact integer sum, and each
-    F1 the same arithmetic as :func:`best_f1_sparse`, so the result has the same bits.
-    On one thread (and no ``block``) the unfused product is used: there, one large BLAS
-    call was measured about 8% faster; on two threads the fused form was 1.6x faster
-    (the two cores no longer compete for memory bandwidth on the (B, J) matrix).
+    The rows are cut into blocks of about ``block`` kept bins (default: an eighth of each
+    thread's share, between 64 and 192); each thread multiplies its blocks' columns by
+    ``W`` (single-threaded BLAS, the product transposed: one row per kept bin, the
+    resamples along it) and takes the best F1 of those rows for every resample at once
+    (:func:`_best_f1_cols`, vectorised over the resamples). The (B, J) product is never
+    written to memory: a block's product (at most ~192 x B floats) stays in the core's
+    cache. Every product entry is the same exact integer sum, and each F1 the same
+    arithmetic in the same order as :func:`best_f1_sparse`, so the result has the same
+    bits. Returns a ``(B, R)`` view of an ``(R, B)`` array (what
+    :func:`column_quantiles` reads).
     """
     W = np.ascontiguousarray(W, dtype=H.dtype)
     H = np.ascontiguousarray(H)
     row_ptr = row_ptr.astype(np.int64)
     col_c = col_c.astype(np.int64)
     R = row_ptr.shape[0] - 1
-    out = np.empty((W.shape[0], R), np.float64)
-    if not out.size:
-        return out
+    B = W.shape[0]
+    outT = np.empty((R, B), np.float64)
+    if not outT.size:
+        return outT.T
     J = int(row_ptr[-1] - row_ptr[0])
     threads = num_threads()
-    if threads == 1 and not block:  # one thread: one large product is ~8% faster
-        return best_f1_sparse(resample_product(W, H), row_ptr, col_c, m)
-    target = int(block) if block else max(64, min(512, -(-J // (4 * threads))))
+    target = int(block) if block else max(64, min(192, -(-J // (8 * threads))))
     blocks = _row_blocks(row_ptr, target)
-    max_row = max(int(np.diff(row_ptr).max()), 1)
+    WT = W.T
 
     def part(i: int) -> None:
         r0, r1 = blocks[i]
-        P = W @ H[:, row_ptr[r0] : row_ptr[r1]]
-        _best_f1_block(P, row_ptr, col_c, int(m), r0, r1, max_row, out)
+        a, b = row_ptr[r0], row_ptr[r1]
+        PT = np.empty((b - a, B), H.dtype)
+        np.matmul(H[:, a:b].T, WT, out=PT)
+        _best_f1_cols(PT, row_ptr, col_c, int(m), r0, r1, outT)
 
     n = max(1, min(threads, len(blocks)))
     with _blas_controller().limit(limits=1, user_api="blas"):
@@ -348,9 +486,20 @@ def resample_best_f1(
             for i in range(len(blocks)):
                 part(i)
         else:
-            with ThreadPoolExecutor(max_workers=n) as pool:
-                list(pool.map(part, range(len(blocks))))
-    return out
+            list(_pool(n).map(part, range(len(blocks))))
+    return outT.T
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    """A persistent pool of ``n`` threads (starting threads on every call cost ms: a new
+    thread must be scheduled before the call can hand it work)."""
+    pool = _POOLS.get(n)
+    if pool is None:
+        pool = _POOLS[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="lrc-blas")
+    return pool
 
 
 @jit()
@@ -378,6 +527,9 @@ def _column_quantiles(xt, qs, out):
             out[i, r] = _lerp(col[kth[2 * i]], col[kth[2 * i + 1]], v - kth[2 * i])
 
 
+_column_quantiles_twins = _twins(_column_quantiles)
+
+
 def column_quantiles(x: np.ndarray, qs) -> np.ndarray:
     """``np.quantile(x, qs, axis=0)`` (method "linear"), one column per thread.
 
@@ -386,7 +538,7 @@ def column_quantiles(x: np.ndarray, qs) -> np.ndarray:
     qs = np.asarray(qs, np.float64)
     out = np.empty((qs.shape[0], x.shape[1]), np.float64)
     if x.shape[0] and x.shape[1]:
-        _column_quantiles(np.ascontiguousarray(x.T, dtype=np.float64), qs, out)
+        _pick(_column_quantiles_twins, x.size)(np.ascontiguousarray(x.T, dtype=np.float64), qs, out)
     else:
         out[:] = np.nan
     return out
