@@ -278,6 +278,15 @@ def _acts_from_hist(table: np.ndarray, ms: np.ndarray) -> np.ndarray:
     return np.stack(parts, axis=-1).astype(np.int64)
 
 
+class _ActsFromHist:
+    """``window_acts_table`` from the per-expert window histograms (backends without a
+    direct activation-sum kernel)."""
+
+    def window_acts_table(self, experts, offsets, num_experts, ms, group, n_groups):
+        table = self.window_hist_table(experts, offsets, num_experts, ms, group, n_groups, True)
+        return _acts_from_hist(table, ms)
+
+
 class CpuBackend(_HostIds, NumbaReductions):
     """Numba kernels on the host (:mod:`lrc_kernels.cpu`)."""
 
@@ -315,7 +324,7 @@ class CpuBackend(_HostIds, NumbaReductions):
         return policy_hits_table(*args)
 
 
-class ReferenceBackend(_HostIds, NumpyReductions):
+class ReferenceBackend(_ActsFromHist, _HostIds, NumpyReductions):
     """The plain-Python reference (:mod:`lrc_kernels.reference`) with NumPy reductions."""
 
     name = "reference"
@@ -329,10 +338,6 @@ class ReferenceBackend(_HostIds, NumpyReductions):
             experts, offsets, num_experts, ms, group, n_groups, per_expert
         )
 
-    def window_acts_table(self, experts, offsets, num_experts, ms, group, n_groups):
-        table = self.window_hist_table(experts, offsets, num_experts, ms, group, n_groups, True)
-        return _acts_from_hist(table, ms)
-
     def stack_stats_table(self, *args: Any) -> np.ndarray:
         from . import reference
 
@@ -344,7 +349,7 @@ class ReferenceBackend(_HostIds, NumpyReductions):
         return reference.policy_hits_table(*args)
 
 
-class GpuBackend(NumbaReductions):
+class GpuBackend(_ActsFromHist, NumbaReductions):
     """CuPy kernels (:mod:`lrc_kernels.gpu`); the reductions run on the host."""
 
     name = "gpu"
@@ -358,10 +363,6 @@ class GpuBackend(NumbaReductions):
         from . import gpu
 
         return gpu.window_hist_table(experts, offsets, num_experts, ms, group, n_groups, per_expert)
-
-    def window_acts_table(self, experts, offsets, num_experts, ms, group, n_groups):
-        table = self.window_hist_table(experts, offsets, num_experts, ms, group, n_groups, True)
-        return _acts_from_hist(table, ms)
 
     def stack_stats_table(self, *args: Any) -> np.ndarray:
         from . import gpu

@@ -9,24 +9,22 @@ from typing import Any
 from .._spec import BACKENDS, LEVELS_CACHE, POLICY_PARAMS
 
 
-def _positive_int(text: str) -> int:
+def _whole_at_least(text: str, lo: int) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {v}")
+    if v < lo:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {lo}, got {v}")
     return v
+
+
+def _positive_int(text: str) -> int:
+    return _whole_at_least(text, 1)
 
 
 def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {v}")
-    return v
+    return _whole_at_least(text, 0)
 
 
 def _ratio(text: str) -> float:
