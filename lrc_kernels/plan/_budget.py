@@ -100,17 +100,11 @@ def _table(curve: Any, level: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
         raise ValueError(f"need a {level}-level hit curve, got level={curve.level!r}")
     if curve.domains is not None or np.ndim(curve.m) > 0:
         raise ValueError("need a hit curve of one m without by_domain")
-    cols = curve._columns()
-    sizes = np.unique(cols["cache_size"])
-    rows = int(cols["layer"].max()) + 1 if "layer" in cols else 1
-    layer = cols["layer"] if "layer" in cols else np.zeros_like(cols["cache_size"])
-    pos = np.searchsorted(sizes, cols["cache_size"])
-    rates = np.zeros((rows, sizes.size))
-    hits = np.zeros((rows, sizes.size), np.int64)
-    acc = np.zeros(rows, np.int64)
-    rates[layer, pos] = cols["hit_rate"]
-    hits[layer, pos] = cols["hits"]
-    acc[layer] = cols["accesses"]
+    sizes = np.asarray(curve.sizes, np.int64)
+    rows = curve.num_layers if level == "layer" else 1
+    rates = np.asarray(curve.rates, np.float64).reshape(rows, sizes.size)
+    hits = np.asarray(curve.hits, np.int64).reshape(rows, sizes.size)
+    acc = np.asarray(curve.accesses, np.int64).reshape(rows)
     return sizes, rates, hits, acc
 
 
